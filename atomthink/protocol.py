@@ -1,0 +1,110 @@
+"""Wire types of the step queue, shared by the gateway (orchestrator) and the workers.
+
+Versioned pydantic models, JSON on the wire. Depends on nothing but pydantic so any process can import it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Role = Literal["policy", "prm"]
+PromptKind = Literal["step", "direct", "cot", "final"]
+FinishReason = Literal["delimiter", "eos", "length"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class SamplingParams(BaseModel):
+    """How to sample the candidates of one policy job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    top_k: int = Field(50, ge=0)
+    max_new_tokens: int = Field(96, ge=1)
+    seed: int = Field(0, ge=0)
+    """Candidate ``i`` samples with its own generator seeded from (seed, i): results do not depend on batching."""
+
+
+class JobError(BaseModel):
+    """A typed failure a worker reports instead of a result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str
+    message: str
+    recoverable: bool = True
+
+
+class PolicyJob(_Message):
+    """Generate ``sampling.n`` continuations of one state (question + steps so far)."""
+
+    job_id: str = Field(default_factory=new_id)
+    request_id: str
+    kind: PromptKind = "step"
+    question: str
+    image_id: str | None = None
+    steps: list[str] = Field(default_factory=list)
+    sampling: SamplingParams
+    enqueued_at: float = Field(default_factory=time.time)
+
+
+class Candidate(BaseModel):
+    """One generated continuation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    num_tokens: int = Field(ge=0)
+    finish_reason: FinishReason
+
+
+class PrmJob(_Message):
+    """Score every step of each path (all sharing one question)."""
+
+    job_id: str = Field(default_factory=new_id)
+    request_id: str
+    question: str
+    paths: list[list[str]] = Field(min_length=1)
+    enqueued_at: float = Field(default_factory=time.time)
+
+
+class _Result(_Message):
+    job_id: str
+    request_id: str
+    worker_id: str = ""
+    batch_size: int = Field(1, ge=1)
+    """Jobs in the model call that produced this result."""
+    queue_ms: float = Field(0.0, ge=0)
+    """Time from enqueue to pick-up by the worker."""
+    compute_ms: float = Field(0.0, ge=0)
+    error: JobError | None = None
+
+
+class PolicyResult(_Result):
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+class PrmResult(_Result):
+    scores: list[list[float]] = Field(default_factory=list)
+    """One list per path, one score in [0, 1] per step."""
+
+
+Job = PolicyJob | PrmJob
+Result = PolicyResult | PrmResult

@@ -1,0 +1,64 @@
+"""Two small interfaces: what the orchestrator needs from the queue, and what a worker needs."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol, TypeVar, overload
+
+from atomthink.protocol import Job, PolicyJob, PolicyResult, PrmJob, PrmResult, Result, Role
+
+R = TypeVar("R", bound=Result)
+
+
+def image_id_for(data: bytes) -> str:
+    """Images travel once per request, stored under their content hash."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class JobClient(Protocol):
+    """The gateway side: submit a job and wait for its result."""
+
+    @overload
+    async def call(self, job: PolicyJob, timeout_s: float) -> PolicyResult: ...
+    @overload
+    async def call(self, job: PrmJob, timeout_s: float) -> PrmResult: ...
+    async def call(self, job: Job, timeout_s: float) -> Result:
+        """Enqueue ``job`` and return its result; raises ``JobTimeout`` or ``BackendUnavailable``."""
+        ...
+
+    async def cancel(self, request_id: str) -> None:
+        """Drop the request's queued jobs; workers skip them."""
+        ...
+
+    async def put_image(self, data: bytes) -> str:
+        """Store encoded image bytes under their content hash (idempotent); returns the id."""
+        ...
+
+    async def workers_alive(self) -> dict[Role, int]:
+        """How many workers of each role are alive."""
+        ...
+
+
+class JobSource(Protocol):
+    """The worker side: take a batch of jobs, answer each."""
+
+    async def take(self, role: Role, max_jobs: int, max_wait_s: float) -> list[Job]:
+        """Up to ``max_jobs`` jobs of ``role``: waits for the first, then up to ``max_wait_s`` to fill the batch.
+
+        Returns an empty list when nothing came within the poll interval (so callers can check for shutdown).
+        """
+        ...
+
+    async def reply(self, job: Job, result: Result) -> None:
+        """Deliver a result to the job's requester (and only then acknowledge the job)."""
+        ...
+
+    async def is_cancelled(self, request_id: str) -> bool: ...
+
+    async def get_image(self, image_id: str) -> bytes:
+        """Encoded bytes of an image stored by ``put_image``; raises ``KeyError`` when it expired."""
+        ...
+
+    async def heartbeat(self, role: Role, worker_id: str) -> None:
+        """Tell the gateways this worker is alive."""
+        ...

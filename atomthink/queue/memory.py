@@ -1,0 +1,110 @@
+"""In-process step queue: the embedded default (gateway and workers in one process, one event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+from atomthink.errors import BackendUnavailable, JobTimeout
+from atomthink.protocol import Job, PolicyJob, Result, Role
+from atomthink.queue.base import image_id_for
+
+POLL_INTERVAL_S = 0.5
+HEARTBEAT_TTL_S = 10.0
+
+
+class InMemoryStepQueue:
+    """Satisfies both ``JobClient`` and ``JobSource`` with asyncio queues and futures.
+
+    Bounded everywhere: at most ``max_queued`` waiting jobs per role and ``max_images`` stored images (LRU).
+    """
+
+    def __init__(self, *, max_queued: int = 10_000, max_images: int = 256) -> None:
+        self._queues: dict[Role, asyncio.Queue[Job]] = {
+            "policy": asyncio.Queue(max_queued),
+            "prm": asyncio.Queue(max_queued),
+        }
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._max_images = max_images
+        self._heartbeats: dict[tuple[Role, str], float] = {}
+
+    # --- gateway side -----------------------------------------------------------------------------
+    async def call(self, job: Job, timeout_s: float) -> Any:
+        role: Role = "policy" if isinstance(job, PolicyJob) else "prm"
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting[job.job_id] = future
+        try:
+            try:
+                self._queues[role].put_nowait(job)
+            except asyncio.QueueFull:
+                raise BackendUnavailable(f"the {role} queue is full") from None
+            try:
+                return await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                raise JobTimeout(f"no {role} worker answered within {timeout_s:.0f} s") from None
+        finally:
+            self._waiting.pop(job.job_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        self._cancelled[request_id] = None
+        while len(self._cancelled) > 10_000:
+            self._cancelled.popitem(last=False)
+
+    async def put_image(self, data: bytes) -> str:
+        image_id = image_id_for(data)
+        self._images[image_id] = data
+        self._images.move_to_end(image_id)
+        while len(self._images) > self._max_images:
+            self._images.popitem(last=False)
+        return image_id
+
+    async def workers_alive(self) -> dict[Role, int]:
+        now = time.monotonic()
+        alive: dict[Role, int] = {"policy": 0, "prm": 0}
+        for (role, _), seen in self._heartbeats.items():
+            if now - seen < HEARTBEAT_TTL_S:
+                alive[role] += 1
+        return alive
+
+    # --- worker side ------------------------------------------------------------------------------
+    async def take(self, role: Role, max_jobs: int, max_wait_s: float) -> list[Job]:
+        queue = self._queues[role]
+        try:
+            first = await asyncio.wait_for(queue.get(), POLL_INTERVAL_S)
+        except TimeoutError:
+            return []
+        jobs = [first]
+        deadline = time.monotonic() + max_wait_s
+        while len(jobs) < max_jobs:
+            if not queue.empty():
+                jobs.append(queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return jobs
+
+    async def reply(self, job: Job, result: Result) -> None:
+        future = self._waiting.get(job.job_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def is_cancelled(self, request_id: str) -> bool:
+        return request_id in self._cancelled
+
+    async def get_image(self, image_id: str) -> bytes:
+        return self._images[image_id]
+
+    async def heartbeat(self, role: Role, worker_id: str) -> None:
+        self._heartbeats[(role, worker_id)] = time.monotonic()
+
+    def depth(self, role: Role) -> int:
+        return self._queues[role].qsize()

@@ -1,0 +1,119 @@
+"""The one settings class. Environment (prefix ``ATOMTHINK_``), an optional ``.env`` or YAML file, CLI overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY_DIR = REPO_ROOT / "models" / "atomthink-tiny-policy"
+DEFAULT_PRM_DIR = REPO_ROOT / "models" / "atomthink-tiny-prm"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``ATOMTHINK_CONFIG`` (lower priority than the environment)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("ATOMTHINK_CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: top level must be a mapping of setting names to values")
+        return data
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway, the workers and the models."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATOMTHINK_", env_file=".env", extra="ignore", use_attribute_docstrings=True
+    )
+
+    # --- HTTP gateway -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address the gateway binds to."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port the gateway listens on (0 picks a free one)."""
+    max_in_flight: int = Field(64, ge=1)
+    """Solve requests running at once in this gateway; more get 429 with Retry-After."""
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    """Largest encoded image accepted (bytes)."""
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    """Largest decoded image accepted (width x height); guards against decompression bombs."""
+    request_timeout_s: float = Field(600.0, gt=0)
+    """Hard ceiling on one solve, whatever deadline the client asks for."""
+
+    # --- Queue between gateway and workers --------------------------------------------------------
+    queue: Literal["memory", "redis"] = "memory"
+    """``memory``: workers run in the gateway process. ``redis``: jobs go through Redis Streams."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis used when ``queue`` is ``redis``."""
+    key_prefix: str = "atomthink"
+    """Prefix of every Redis key this deployment writes."""
+    job_timeout_s: float = Field(120.0, gt=0)
+    """How long the orchestrator waits for one policy or PRM job before failing the request."""
+
+    # --- Workers ------------------------------------------------------------------------------------
+    policy_batch_size: int = Field(16, ge=1)
+    """Most policy jobs (from any requests) a policy worker runs in one model call."""
+    policy_max_wait_ms: float = Field(5.0, ge=0)
+    """How long a policy worker waits to fill a batch after the first job arrives."""
+    prm_batch_size: int = Field(16, ge=1)
+    """Most PRM jobs a PRM worker scores in one model call."""
+    prm_max_wait_ms: float = Field(5.0, ge=0)
+    """How long a PRM worker waits to fill a batch after the first job arrives."""
+
+    # --- Models -------------------------------------------------------------------------------------
+    policy_backend: Literal["transformers"] = "transformers"
+    """Policy model backend."""
+    policy_model: str = str(DEFAULT_POLICY_DIR)
+    """Policy checkpoint: a directory with a Hugging Face image-text-to-text or causal-LM model."""
+    prompt_preset: str = "auto"
+    """Prompt template preset (``atomthink-v1``, ``tiny``, ...); ``auto`` reads ``atomthink.json`` in the checkpoint."""
+    prm_backend: Literal["transformers"] = "transformers"
+    """PRM backend."""
+    prm_model: str = str(DEFAULT_PRM_DIR)
+    """PRM checkpoint directory."""
+    prm_preset: str = "auto"
+    """PRM format preset (``math-psa``, ``math-shepherd``, ``qwen-prm``, ``tiny``); ``auto`` reads the checkpoint."""
+    device: str = "auto"
+    """Torch device for the transformers backends: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype: ``auto`` is float32 on CPU and bfloat16 on CUDA."""
+    max_step_tokens: int = Field(96, ge=1, le=4096)
+    """Most new tokens in one atomic step."""
+    max_answer_tokens: int = Field(1024, ge=1, le=16384)
+    """Most new tokens in a direct or chain-of-thought answer."""
+    torch_threads: int = Field(0, ge=0)
+    """Torch intra-op threads (0 keeps torch's default)."""
+
+    # --- Search defaults ----------------------------------------------------------------------------
+    temperature: float = Field(0.7, ge=0, le=2)
+    """Sampling temperature when a request does not give one."""
+    top_p: float = Field(0.9, gt=0, le=1)
+    """Nucleus sampling mass when a request does not give one."""
+    top_k: int = Field(50, ge=0)
+    """Top-k sampling cut (0 = off)."""
+    quick_max_retries: int = Field(5, ge=0, le=30)
+    """QuickThink: resamples of an invalid step before accepting the last one."""
+    quick_retry_temperature_step: float = Field(0.1, ge=0, le=1)
+    """QuickThink: temperature added per resample."""
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings

@@ -1,0 +1,113 @@
+"""Thin routes: validate, call the runtime built in the lifespan, map the result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from atomthink.errors import Overloaded
+from service.api.parsing import read_solve_request
+from service.runtime import Runtime
+from service.schemas import ErrorResponse, SolveResponse
+
+router = APIRouter()
+
+DISCONNECT_POLL_S = 0.25
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+_SOLVE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SolveJsonRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["question"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "question": {"type": "string"},
+                        "choices": {"type": "array", "items": {"type": "string"}},
+                        "mode": {"type": "string", "enum": ["direct", "cot", "quick", "slow"]},
+                        "strategy": {"type": "string", "enum": ["beam", "greedy", "best_of_n", "majority"]},
+                        "candidates": {"type": "integer"},
+                        "beam_width": {"type": "integer"},
+                        "aggregation": {"type": "string", "enum": ["min", "last", "mean", "prod"]},
+                        "max_steps": {"type": "integer"},
+                        "temperature": {"type": "number"},
+                        "top_p": {"type": "number"},
+                        "seed": {"type": "integer"},
+                        "deadline_ms": {"type": "integer"},
+                        "return_tree": {"type": "boolean"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)
+}
+
+
+@router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses=_ERRORS)
+async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse:
+    """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields."""
+    admission: asyncio.Semaphore = request.app.state.admission
+    if admission.locked():
+        raise Overloaded(f"{runtime.settings.max_in_flight} requests already in flight", retry_after_s=1)
+    async with admission:
+        params, image = await read_solve_request(request, runtime.settings)
+        task = asyncio.create_task(runtime.solve(params, image))
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
+        try:
+            return await task
+        finally:
+            watcher.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
+    """A client that goes away cancels its search (and so its queued jobs)."""
+    while not task.done():
+        if await request.is_disconnected():
+            task.cancel()
+            return
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready"}})
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: models loaded (embedded) and at least one live worker of each role."""
+    workers = await runtime.workers_alive()
+    ready = all(count > 0 for count in workers.values())
+    body = {"ready": ready, "workers": workers, "queue": runtime.settings.queue}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,59 @@
+"""The FastAPI gateway: built by ``create_app``; heavy objects are made in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+
+from atomthink import __version__
+from atomthink.settings import Settings
+from service.api.errors import install_error_handlers
+from service.api.routes import router
+from service.runtime import Runtime, embedded_runtime
+from service.schemas import SolveJsonRequest
+
+RuntimeFactory = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
+
+
+def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory | None = None) -> FastAPI:
+    settings = settings or Settings()
+    factory = runtime_factory or embedded_runtime
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with factory(settings) as runtime:
+            app.state.runtime = runtime
+            app.state.admission = asyncio.Semaphore(settings.max_in_flight)
+            yield
+
+    app = FastAPI(
+        title="AtomThink Serve",
+        version=__version__,
+        description="Slow-thinking multimodal math: atomic steps, PRM-guided search.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    install_error_handlers(app)
+    _register_schema(app, SolveJsonRequest)
+    return app
+
+
+def _register_schema(app: FastAPI, model: type[SolveJsonRequest]) -> None:
+    """Add the JSON body model to the OpenAPI components (the route reads the body itself)."""
+    original = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        _, definitions = models_json_schema([(model, "validation")], ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

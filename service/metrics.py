@@ -1,0 +1,43 @@
+"""Prometheus metrics of the gateway (prefix ``atomthink_``), defined once with fixed, low-cardinality labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+SOLVE_REQUESTS = Counter(
+    "atomthink_solve_requests_total", "Solve requests by outcome", ["mode", "strategy", "status"]
+)
+SOLVE_LATENCY = Histogram(
+    "atomthink_solve_latency_seconds",
+    "End-to-end solve latency",
+    ["mode", "strategy", "candidates"],
+    buckets=SOLVE_BUCKETS,
+)
+JOB_LATENCY = Histogram(
+    "atomthink_job_latency_seconds",
+    "Policy or PRM job latency seen by the orchestrator (enqueue to result)",
+    ["role"],
+    buckets=CALL_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "atomthink_queue_wait_seconds", "Enqueue to pick-up, reported by the worker", ["role"], buckets=CALL_BUCKETS
+)
+JOB_BATCH_SIZE = Histogram(
+    "atomthink_job_batch_size", "Jobs in the worker batch that served a job", ["role"], buckets=CANDIDATE_BUCKETS
+)
+GENERATED_TOKENS = Counter("atomthink_generated_tokens_total", "Tokens generated for solve requests", ["mode"])
+EXPANDED_NODES = Histogram(
+    "atomthink_expanded_nodes", "Search-tree nodes expanded per request", ["mode", "strategy"], buckets=COUNT_BUCKETS
+)
+IN_FLIGHT = Gauge("atomthink_in_flight_requests", "Solve requests being served")
+REJECTED = Counter("atomthink_rejected_requests_total", "Requests refused before solving", ["reason"])
+
+
+def candidate_bucket(candidates: int) -> str:
+    """Label value for a candidate count: the smallest bucket in 1, 2, 4, ..., 64 that holds it."""
+    return str(next(b for b in CANDIDATE_BUCKETS if candidates <= b))

@@ -1,0 +1,1 @@
+"""The search orchestrator: strategies over a step expander, independent of queues and models."""

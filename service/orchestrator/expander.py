@@ -1,0 +1,139 @@
+"""The step expander the strategies use, implemented over the job queue, with per-request accounting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from atomthink.errors import JobFailed
+from atomthink.protocol import Candidate, PolicyJob, PolicyResult, PrmJob, PromptKind, Result, SamplingParams
+from atomthink.queue.base import JobClient
+from service import metrics
+
+
+@dataclass
+class _BusyClock:
+    """Wall time during which at least one call was outstanding (concurrent calls are not double counted)."""
+
+    active: int = 0
+    since: float = 0.0
+    total_s: float = 0.0
+
+    def enter(self) -> None:
+        if self.active == 0:
+            self.since = time.perf_counter()
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self.total_s += time.perf_counter() - self.since
+
+
+@dataclass
+class ExpansionStats:
+    policy_calls: int = 0
+    prm_calls: int = 0
+    generated_tokens: int = 0
+    queue_s: float = 0.0
+    policy_clock: _BusyClock = field(default_factory=_BusyClock)
+    prm_clock: _BusyClock = field(default_factory=_BusyClock)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    temperature: float
+    top_p: float
+    top_k: int
+    max_step_tokens: int
+    max_answer_tokens: int
+
+
+class QueueExpander:
+    """Turns strategy calls into policy and PRM jobs for one request.
+
+    Every job gets the next seed of a sequence derived from the request seed, in the order the strategy asks,
+    so a seeded request replays exactly.
+    """
+
+    def __init__(
+        self,
+        client: JobClient,
+        *,
+        request_id: str,
+        question: str,
+        image_id: str | None,
+        sampling: SamplingDefaults,
+        seed: int,
+        job_timeout_s: float,
+    ) -> None:
+        self.client = client
+        self.request_id = request_id
+        self.question = question
+        self.image_id = image_id
+        self.sampling = sampling
+        self.seed = seed
+        self.job_timeout_s = job_timeout_s
+        self.stats = ExpansionStats()
+        self._jobs = 0
+
+    def _next_seed(self) -> int:
+        self._jobs += 1
+        return (self.seed * 1_000_003 + self._jobs) % (2**31 - 1)
+
+    def _check(self, result: Result) -> None:
+        self.stats.queue_s += result.queue_ms / 1000
+        role = "policy" if isinstance(result, PolicyResult) else "prm"
+        metrics.QUEUE_WAIT.labels(role).observe(result.queue_ms / 1000)
+        metrics.JOB_BATCH_SIZE.labels(role).observe(result.batch_size)
+        if result.error is not None:
+            raise JobFailed(f"{result.error.code}: {result.error.message}")
+
+    async def propose(
+        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+    ) -> list[Candidate]:
+        params = SamplingParams(
+            n=n,
+            temperature=self.sampling.temperature if temperature is None else temperature,
+            top_p=self.sampling.top_p,
+            top_k=self.sampling.top_k,
+            max_new_tokens=self.sampling.max_step_tokens if kind == "step" else self.sampling.max_answer_tokens,
+            seed=self._next_seed(),
+        )
+        job = PolicyJob(
+            request_id=self.request_id,
+            kind=kind,
+            question=self.question,
+            image_id=self.image_id,
+            steps=list(steps),
+            sampling=params,
+        )
+        self.stats.policy_calls += 1
+        self.stats.policy_clock.enter()
+        started = time.perf_counter()
+        try:
+            result = await self.client.call(job, self.job_timeout_s)
+        finally:
+            self.stats.policy_clock.leave()
+        metrics.JOB_LATENCY.labels("policy").observe(time.perf_counter() - started)
+        self._check(result)
+        if len(result.candidates) != n:
+            raise JobFailed(f"policy worker returned {len(result.candidates)} candidates for n={n}")
+        self.stats.generated_tokens += sum(c.num_tokens for c in result.candidates)
+        return result.candidates
+
+    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+        job = PrmJob(request_id=self.request_id, question=self.question, paths=[list(p) for p in paths])
+        self.stats.prm_calls += 1
+        self.stats.prm_clock.enter()
+        started = time.perf_counter()
+        try:
+            result = await self.client.call(job, self.job_timeout_s)
+        finally:
+            self.stats.prm_clock.leave()
+        metrics.JOB_LATENCY.labels("prm").observe(time.perf_counter() - started)
+        self._check(result)
+        if [len(s) for s in result.scores] != [len(p) for p in paths]:
+            raise JobFailed("PRM worker returned scores that do not match the paths")
+        return result.scores

@@ -1,0 +1,174 @@
+"""Runs one solve request: stores the image, picks the strategy, enforces the deadline, builds the response."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from atomthink.errors import AtomThinkError
+from atomthink.prompts import format_question
+from atomthink.steps import extract_answer
+from atomthink.protocol import new_id
+from atomthink.queue.base import JobClient
+from atomthink.settings import Settings
+from service import metrics
+from service.orchestrator import strategies
+from service.orchestrator.expander import QueueExpander, SamplingDefaults
+from service.orchestrator.strategies import SearchConfig, SearchOutcome
+from service.orchestrator.tree import SearchTree
+from service.schemas import SolveParams, SolveResponse, Stats, Step, Timings, TreeNode
+
+log = logging.getLogger(__name__)
+
+
+class Solver:
+    """The orchestrator's entry point; knows the queue interface, never a concrete queue or model."""
+
+    def __init__(self, client: JobClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    async def solve(self, params: SolveParams, image: bytes | None = None) -> SolveResponse:
+        strategy_label = params.resolved_strategy or "none"
+        started = time.perf_counter()
+        status = "error"
+        metrics.IN_FLIGHT.inc()
+        try:
+            response = await self._solve(params, image)
+            status = "truncated" if response.truncated else "ok"
+            return response
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        except AtomThinkError as exc:
+            status = exc.code
+            raise
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.SOLVE_REQUESTS.labels(params.mode, strategy_label, status).inc()
+            if status in ("ok", "truncated"):
+                metrics.SOLVE_LATENCY.labels(
+                    params.mode, strategy_label, metrics.candidate_bucket(params.resolved_candidates)
+                ).observe(time.perf_counter() - started)
+
+    async def _solve(self, params: SolveParams, image: bytes | None) -> SolveResponse:
+        started = time.perf_counter()
+        request_id = new_id()
+        settings = self.settings
+        image_id = await self.client.put_image(image) if image is not None else None
+        seed = params.seed if params.seed is not None else random.randrange(2**31 - 1)
+        expander = QueueExpander(
+            self.client,
+            request_id=request_id,
+            question=format_question(params.question, params.choices),
+            image_id=image_id,
+            sampling=SamplingDefaults(
+                temperature=params.temperature if params.temperature is not None else settings.temperature,
+                top_p=params.top_p if params.top_p is not None else settings.top_p,
+                top_k=settings.top_k,
+                max_step_tokens=settings.max_step_tokens,
+                max_answer_tokens=settings.max_answer_tokens,
+            ),
+            seed=seed,
+            job_timeout_s=settings.job_timeout_s,
+        )
+        config = SearchConfig(
+            max_steps=params.max_steps,
+            temperature=expander.sampling.temperature,
+            candidates=params.resolved_candidates,
+            beam_width=params.resolved_beam_width,
+            aggregation=params.resolved_aggregation or "last",
+            max_retries=settings.quick_max_retries,
+            retry_temperature_step=settings.quick_retry_temperature_step,
+            choices=tuple(params.choices or ()),
+        )
+        tree = SearchTree()
+        budget_s = settings.request_timeout_s
+        if params.deadline_ms is not None:
+            budget_s = min(budget_s, params.deadline_ms / 1000)
+        truncated = False
+        try:
+            async with asyncio.timeout(budget_s):
+                outcome = await self._run_strategy(params, expander, tree, config)
+        except TimeoutError:
+            truncated = True
+            outcome = _best_so_far(tree, config)
+        finally:
+            await self.client.cancel(request_id)
+        metrics.GENERATED_TOKENS.labels(params.mode).inc(expander.stats.generated_tokens)
+        metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
+        return _response(request_id, params, outcome, tree, expander, truncated, started)
+
+    async def _run_strategy(
+        self, params: SolveParams, expander: QueueExpander, tree: SearchTree, config: SearchConfig
+    ) -> SearchOutcome:
+        if params.mode in ("direct", "cot"):
+            return await strategies.one_shot(expander, tree, config, params.mode)
+        if params.mode == "quick":
+            return await strategies.quick(expander, tree, config)
+        strategy = params.resolved_strategy
+        if strategy in ("beam", "greedy"):
+            return await strategies.beam(expander, tree, config)
+        if strategy == "best_of_n":
+            return await strategies.best_of_n(expander, tree, config)
+        return await strategies.majority(expander, tree, config)
+
+
+def _best_so_far(tree: SearchTree, config: SearchConfig) -> SearchOutcome:
+    leaf = tree.best or tree.root
+    answer = extract_answer(leaf.text, config.choices or None) if leaf.final else None
+    return SearchOutcome(leaf, answer, final=leaf.final)
+
+
+def _response(
+    request_id: str,
+    params: SolveParams,
+    outcome: SearchOutcome,
+    tree: SearchTree,
+    expander: QueueExpander,
+    truncated: bool,
+    started: float,
+) -> SolveResponse:
+    stats = expander.stats
+    path = outcome.leaf.path()
+    scores = outcome.leaf.path_scores or []
+    steps = [Step(text=node.text, score=scores[i] if i < len(scores) else None) for i, node in enumerate(path)]
+    return SolveResponse(
+        id=request_id,
+        answer=outcome.answer,
+        final=outcome.final,
+        steps=steps,
+        mode=params.mode,
+        strategy=params.resolved_strategy,
+        aggregation=params.resolved_aggregation,
+        votes=outcome.votes,
+        stats=Stats(
+            policy_calls=stats.policy_calls,
+            prm_calls=stats.prm_calls,
+            generated_tokens=stats.generated_tokens,
+            expanded_nodes=len(tree.nodes),
+        ),
+        timings_ms=Timings(
+            total=round((time.perf_counter() - started) * 1000, 3),
+            policy=round(stats.policy_clock.total_s * 1000, 3),
+            prm=round(stats.prm_clock.total_s * 1000, 3),
+            queue=round(stats.queue_s * 1000, 3),
+        ),
+        truncated=truncated,
+        tree=[
+            TreeNode(
+                id=n.id,
+                parent=n.parent.id if n.parent is not None and n.parent.parent is not None else None,
+                text=n.text,
+                depth=n.depth,
+                score=n.score,
+                final=n.final,
+                invalid=n.invalid,
+            )
+            for n in tree.nodes
+        ]
+        if params.return_tree
+        else None,
+    )

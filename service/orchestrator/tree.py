@@ -1,0 +1,80 @@
+"""The search tree: nodes are atomic steps; a path from the root is a partial or complete solution."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from atomthink.steps import is_final
+
+Aggregation = Literal["min", "last", "mean", "prod"]
+
+
+def aggregate(scores: Sequence[float], how: Aggregation) -> float:
+    """Path score from step scores: ``min`` (worst action), ``last``, ``mean`` or ``prod``."""
+    if not scores:
+        return 0.0
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "mean":
+        return sum(scores) / len(scores)
+    return math.prod(scores)
+
+
+@dataclass(eq=False)
+class Node:
+    """One atomic step. ``path_scores`` holds the PRM scores of every step from the root to here."""
+
+    id: int
+    parent: Node | None
+    text: str
+    depth: int
+    final: bool = False
+    invalid: str | None = None
+    """Why the step was rejected (QuickThink resamples, beam drops), or None."""
+    path_scores: list[float] | None = None
+
+    @property
+    def score(self) -> float | None:
+        return self.path_scores[-1] if self.path_scores else None
+
+    def path(self) -> list[Node]:
+        """Nodes from the first step to this one (the root excluded)."""
+        nodes: list[Node] = []
+        node: Node | None = self
+        while node is not None and node.parent is not None:
+            nodes.append(node)
+            node = node.parent
+        return nodes[::-1]
+
+    def steps(self) -> list[str]:
+        return [n.text for n in self.path()]
+
+    def previous_text(self) -> str | None:
+        """Text of this node as the 'previous step' of its children (None at the root)."""
+        return self.text if self.parent is not None else None
+
+
+@dataclass
+class SearchTree:
+    """All nodes expanded for one request, plus the best path found so far (returned on a deadline)."""
+
+    root: Node = field(default_factory=lambda: Node(id=0, parent=None, text="", depth=0))
+    nodes: list[Node] = field(default_factory=list)
+    best: Node | None = None
+
+    def add(self, parent: Node, text: str, invalid: str | None = None) -> Node:
+        node = Node(
+            id=len(self.nodes) + 1,
+            parent=parent,
+            text=text,
+            depth=parent.depth + 1,
+            final=is_final(text),
+            invalid=invalid,
+        )
+        self.nodes.append(node)
+        return node

@@ -1,0 +1,143 @@
+"""HTTP wire types of the gateway: the solve request (JSON or multipart fields) and the solve response."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+Mode = Literal["direct", "cot", "quick", "slow"]
+Strategy = Literal["beam", "greedy", "best_of_n", "majority"]
+AggregationName = Literal["min", "last", "mean", "prod"]
+
+SLOW_ONLY_FIELDS = ("strategy", "candidates", "beam_width", "aggregation")
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A validation error that names its field (model validators otherwise report at the model root)."""
+    return PydanticCustomError("invalid_combination", "{message}", {"field": field, "message": message})
+
+
+class SolveParams(BaseModel):
+    """Everything a solve request says except the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=4000, description="The math question.")
+    choices: list[str] | None = Field(
+        None, max_length=26, description="Multiple-choice options; the answer is then an option letter."
+    )
+    mode: Mode = Field("quick", description="direct | cot | quick (QuickThink) | slow (SlowThink).")
+    strategy: Strategy | None = Field(None, description="slow only: beam (default) | greedy | best_of_n | majority.")
+    candidates: int | None = Field(
+        None, ge=1, le=64, description="slow only: candidates per step (beam, greedy) or whole paths (default 3)."
+    )
+    beam_width: int | None = Field(None, ge=1, le=16, description="slow beam only: beams kept per depth (default 2).")
+    aggregation: AggregationName | None = Field(
+        None, description="slow only: step-score aggregation (default last for beam/greedy, min otherwise)."
+    )
+    max_steps: int = Field(20, ge=1, le=50, description="Most atomic steps per path.")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same request: same answer.")
+    deadline_ms: int | None = Field(
+        None, ge=1, le=3_600_000, description="Return the best answer so far after this long (truncated: true)."
+    )
+    return_tree: bool = Field(False, description="Include every expanded node with its score and parent.")
+
+    @model_validator(mode="after")
+    def _check_mode_fields(self) -> SolveParams:
+        if self.mode != "slow":
+            for name in SLOW_ONLY_FIELDS:
+                if getattr(self, name) is not None:
+                    raise _field_error(name, f"{name!r} applies to mode 'slow' only, not {self.mode!r}")
+        if self.strategy == "greedy" and self.beam_width not in (None, 1):
+            raise _field_error("beam_width", "greedy search keeps exactly one beam; omit beam_width or use beam")
+        if self.strategy in ("best_of_n", "majority") and self.beam_width is not None:
+            raise _field_error("beam_width", f"beam_width does not apply to strategy {self.strategy!r}")
+        if self.choices is not None and any(not c.strip() or len(c) > 1000 for c in self.choices):
+            raise _field_error("choices", "every choice must be 1 to 1000 characters")
+        return self
+
+    @property
+    def resolved_strategy(self) -> Strategy | None:
+        return (self.strategy or "beam") if self.mode == "slow" else None
+
+    @property
+    def resolved_candidates(self) -> int:
+        return (self.candidates or 3) if self.mode == "slow" else 1
+
+    @property
+    def resolved_beam_width(self) -> int:
+        if self.resolved_strategy == "greedy":
+            return 1
+        return self.beam_width or 2
+
+    @property
+    def resolved_aggregation(self) -> AggregationName | None:
+        if self.mode != "slow":
+            return None
+        if self.aggregation is not None:
+            return self.aggregation
+        return "last" if self.resolved_strategy in ("beam", "greedy") else "min"
+
+
+class SolveJsonRequest(SolveParams):
+    """``application/json`` body: the image as base64 or a ``data:`` URL."""
+
+    image: str | None = Field(None, description="Base64 or data URL of a PNG/JPEG/... image (optional).")
+
+
+class Step(BaseModel):
+    text: str
+    score: float | None = Field(None, description="PRM probability that the step is correct (slow mode).")
+
+
+class Stats(BaseModel):
+    policy_calls: int
+    prm_calls: int
+    generated_tokens: int
+    expanded_nodes: int
+
+
+class Timings(BaseModel):
+    total: float
+    policy: float = Field(description="Wall time with at least one policy job outstanding.")
+    prm: float = Field(description="Wall time with at least one PRM job outstanding.")
+    queue: float = Field(description="Enqueue-to-pick-up time summed over this request's jobs.")
+
+
+class TreeNode(BaseModel):
+    id: int
+    parent: int | None
+    text: str
+    depth: int
+    score: float | None
+    final: bool
+    invalid: str | None = None
+
+
+class SolveResponse(BaseModel):
+    id: str
+    answer: str | None = Field(description="Extracted answer: option letter or value; null when none was reached.")
+    final: bool = Field(description="The answer comes from a step that states the final answer.")
+    steps: list[Step]
+    mode: Mode
+    strategy: Strategy | None
+    aggregation: AggregationName | None
+    votes: dict[str, int] | None = None
+    stats: Stats
+    timings_ms: Timings
+    truncated: bool
+    tree: list[TreeNode] | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,1 @@
+"""Model backends behind two small interfaces: ``PolicyBackend`` and ``StepScorer``."""

@@ -1,0 +1,57 @@
+"""The interfaces workers call; the orchestrator never sees a concrete backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image
+
+from atomthink.prompts import PromptPreset
+from atomthink.protocol import Candidate, PromptKind, SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One state to continue ``sampling.n`` times."""
+
+    kind: PromptKind
+    question: str
+    steps: Sequence[str]
+    image: Image.Image | None
+    sampling: SamplingParams
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Paths (lists of steps) that share one question."""
+
+    question: str
+    paths: Sequence[Sequence[str]]
+
+
+class PolicyBackend(Protocol):
+    """Generates candidate next steps (or whole answers) for a batch of states."""
+
+    preset: PromptPreset
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        """All candidates of all requests, in as few model calls as the backend can manage."""
+        ...
+
+    @property
+    def model_calls(self) -> int:
+        """Model invocations so far (``generate`` calls on the underlying model)."""
+        ...
+
+
+class StepScorer(Protocol):
+    """A process reward model: scores every step of every path."""
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[list[float]]]:
+        """Per request, per path, per step: probability that the step is correct."""
+        ...
+
+    @property
+    def model_calls(self) -> int: ...

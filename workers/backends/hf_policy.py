@@ -1,0 +1,157 @@
+"""Policy backend on Hugging Face transformers: any image-text-to-text checkpoint, or a text-only causal LM."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    LogitsProcessorList,
+)
+
+from atomthink.prompts import chat_messages, resolve_prompt_preset
+from atomthink.protocol import Candidate, FinishReason, SamplingParams
+from workers.backends.base import GenerationRequest
+from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+class TransformersPolicy:
+    """Generates every candidate of every request of a batch in one ``generate`` call per input shape group.
+
+    Groups: requests with and without an image, and step prompts (stop at the delimiter) versus whole answers.
+    Candidates of one request are rows of the same call; each row samples with its own seeded generator.
+    """
+
+    def __init__(
+        self, model_path: str, *, preset: str = "auto", device: str = "auto", dtype: str = "auto"
+    ) -> None:
+        self.device = resolve_device(device)
+        self.preset = resolve_prompt_preset(preset, model_path)
+        torch_dtype = resolve_dtype(dtype, self.device)
+        config = AutoConfig.from_pretrained(model_path)
+        self.multimodal = hasattr(config, "vision_config")
+        if self.multimodal:
+            self.processor: Any = AutoProcessor.from_pretrained(model_path)
+            self.tokenizer: Any = self.processor.tokenizer
+            self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch_dtype)
+        else:
+            self.processor = None
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name = Path(model_path).name
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    @property
+    def model_calls(self) -> int:
+        return self._calls
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        results: list[list[Candidate]] = [[] for _ in requests]
+        groups: dict[tuple[bool, bool, int], list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            with_image = request.image is not None and self.multimodal
+            groups[(with_image, request.kind == "step", request.sampling.max_new_tokens)].append(i)
+        for (with_image, stop_at_delimiter, max_new_tokens), indices in groups.items():
+            batch = [requests[i] for i in indices]
+            for i, candidates in zip(
+                indices, self._generate_group(batch, with_image, stop_at_delimiter, max_new_tokens), strict=True
+            ):
+                results[i] = candidates
+        return results
+
+    def _prompt_text(self, request: GenerationRequest, with_image: bool) -> str:
+        prompt = self.preset.render(request.kind, request.question, request.steps)
+        template_owner = self.processor if self.processor is not None else self.tokenizer
+        if getattr(template_owner, "chat_template", None):
+            messages = chat_messages(prompt, has_image=with_image)
+            if self.processor is None:  # text-only tokenizers take plain string content
+                messages = [{"role": "user", "content": prompt}]
+            return str(template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        if with_image:
+            return f"{self.processor.image_token}\n{prompt}"
+        return prompt
+
+    def _generate_group(
+        self, batch: Sequence[GenerationRequest], with_image: bool, stop_at_delimiter: bool, max_new_tokens: int
+    ) -> list[list[Candidate]]:
+        texts: list[str] = []
+        images = []
+        rows: list[SamplingParams] = []
+        row_indices: list[int] = []
+        for request in batch:
+            text = self._prompt_text(request, with_image)
+            for index in range(request.sampling.n):
+                texts.append(text)
+                rows.append(request.sampling)
+                row_indices.append(index)
+                if with_image:
+                    images.append(request.image)
+        if with_image:
+            inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
+        else:
+            inputs = self.tokenizer(
+                texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+            )
+        inputs = inputs.to(self.device)
+        kwargs: dict[str, Any] = {}
+        if stop_at_delimiter:
+            kwargs = {"stop_strings": [self.preset.step_delimiter], "tokenizer": self.tokenizer}
+        sampler = PerRowSampler(rows, row_indices, self.device)
+        with self._lock, torch.inference_mode():
+            self._calls += 1
+            output = self.model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                logits_processor=LogitsProcessorList([sampler]),
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                **kwargs,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        candidates = [self._to_candidate(ids, stop_at_delimiter, max_new_tokens) for ids in new_tokens]
+        grouped: list[list[Candidate]] = []
+        offset = 0
+        for request in batch:
+            grouped.append(candidates[offset : offset + request.sampling.n])
+            offset += request.sampling.n
+        return grouped
+
+    def _to_candidate(self, ids: list[int], stop_at_delimiter: bool, max_new_tokens: int) -> Candidate:
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, list) else {eos}
+        length = len(ids)
+        while length and ids[length - 1] == pad and pad not in eos_ids:
+            length -= 1
+        ids = ids[:length]
+        finish: FinishReason = "length"
+        if ids and ids[-1] in eos_ids:
+            finish = "eos"
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        delimiter = self.preset.step_delimiter
+        if stop_at_delimiter and delimiter in text:
+            text = text[: text.index(delimiter)]
+            finish = "delimiter"
+        elif finish == "length" and len(ids) < max_new_tokens:
+            finish = "eos"
+        return Candidate(text=text.strip(), num_tokens=length, finish_reason=finish)

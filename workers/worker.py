@@ -1,0 +1,159 @@
+"""Worker loops: take a batch of jobs from *all* requests, run one batched model call, reply to each job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from atomthink.protocol import (
+    Candidate,
+    JobError,
+    PolicyJob,
+    PolicyResult,
+    PrmJob,
+    PrmResult,
+    Result,
+    Role,
+)
+from atomthink.queue.base import JobSource
+from workers import metrics
+from workers.backends.base import GenerationRequest, PolicyBackend, ScoreRequest, StepScorer
+from workers.image_cache import DecodedImageCache
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0
+
+J = TypeVar("J", PolicyJob, PrmJob)
+
+
+def make_worker_id(role: Role) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class _BatchWorker(Generic[J]):
+    """The loop shared by both roles; subclasses turn a batch of jobs into results."""
+
+    role: Role
+
+    def __init__(self, source: JobSource, *, batch_size: int, max_wait_s: float) -> None:
+        self.source = source
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.worker_id = make_worker_id(self.role)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from ``run`` (SIGTERM drains this way)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not self._stopping.is_set():
+                jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
+                if jobs:
+                    await self.process(jobs)  # type: ignore[arg-type]
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.source.heartbeat(self.role, self.worker_id)
+            except Exception:  # a heartbeat must never kill the worker
+                log.warning("heartbeat failed", exc_info=True)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def process(self, jobs: Sequence[J]) -> None:
+        picked_at = time.time()
+        live: list[J] = []
+        for job in jobs:
+            if await self.source.is_cancelled(job.request_id):
+                metrics.JOBS.labels(self.role, "cancelled").inc()
+                continue
+            metrics.PICKUP_SECONDS.labels(self.role).observe(max(0.0, picked_at - job.enqueued_at))
+            live.append(job)
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            results = await self.run_batch(live)
+            outcome = "ok"
+        except Exception as exc:
+            log.exception("%s batch of %d jobs failed", self.role, len(live))
+            error = JobError(code="worker_error", message=f"{type(exc).__name__}: {exc}", recoverable=True)
+            results = [self.failure(job, error) for job in live]
+            outcome = "error"
+        compute_ms = (time.perf_counter() - started) * 1000
+        metrics.MODEL_CALL_SECONDS.labels(self.role).observe(compute_ms / 1000)
+        metrics.BATCH_JOBS.labels(self.role).observe(len(live))
+        for job, result in zip(live, results, strict=True):
+            stamped = result.model_copy(
+                update={
+                    "worker_id": self.worker_id,
+                    "batch_size": len(live),
+                    "queue_ms": max(0.0, (picked_at - job.enqueued_at) * 1000),
+                    "compute_ms": compute_ms,
+                }
+            )
+            await self.source.reply(job, stamped)
+            metrics.JOBS.labels(self.role, outcome).inc()
+
+    async def run_batch(self, jobs: Sequence[J]) -> list[Result]:
+        raise NotImplementedError
+
+    def failure(self, job: J, error: JobError) -> Result:
+        raise NotImplementedError
+
+
+class PolicyWorker(_BatchWorker[PolicyJob]):
+    role: Role = "policy"
+
+    def __init__(self, source: JobSource, backend: PolicyBackend, *, batch_size: int, max_wait_s: float) -> None:
+        super().__init__(source, batch_size=batch_size, max_wait_s=max_wait_s)
+        self.backend = backend
+        self.images = DecodedImageCache(source.get_image)
+
+    async def run_batch(self, jobs: Sequence[PolicyJob]) -> list[Result]:
+        requests = []
+        for job in jobs:
+            image = await self.images.get(job.image_id) if job.image_id else None
+            requests.append(GenerationRequest(job.kind, job.question, job.steps, image, job.sampling))
+        metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in jobs))
+        outputs: list[list[Candidate]] = await asyncio.to_thread(self.backend.generate, requests)
+        metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
+        return [
+            PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
+            for job, candidates in zip(jobs, outputs, strict=True)
+        ]
+
+    def failure(self, job: PolicyJob, error: JobError) -> Result:
+        return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
+
+
+class PrmWorker(_BatchWorker[PrmJob]):
+    role: Role = "prm"
+
+    def __init__(self, source: JobSource, scorer: StepScorer, *, batch_size: int, max_wait_s: float) -> None:
+        super().__init__(source, batch_size=batch_size, max_wait_s=max_wait_s)
+        self.scorer = scorer
+
+    async def run_batch(self, jobs: Sequence[PrmJob]) -> list[Result]:
+        requests = [ScoreRequest(job.question, job.paths) for job in jobs]
+        metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in jobs))
+        scores = await asyncio.to_thread(self.scorer.score, requests)
+        return [
+            PrmResult(job_id=job.job_id, request_id=job.request_id, scores=s)
+            for job, s in zip(jobs, scores, strict=True)
+        ]
+
+    def failure(self, job: PrmJob, error: JobError) -> Result:
+        return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
+
