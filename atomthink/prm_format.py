@@ -62,9 +62,7 @@ def label_token_ids(tokenizer: Any, preset: PrmPreset) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-def encode_path(
-    tokenizer: Any, preset: PrmPreset, question: str, steps: Sequence[str]
-) -> tuple[list[int], list[int]]:
+def encode_path(tokenizer: Any, preset: PrmPreset, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
     """Token ids of one scored path and, for each step, the index of the token whose logits carry its score."""
     if preset.kind == "token_classification":
         return _encode_chat_path(tokenizer, preset, question, steps)

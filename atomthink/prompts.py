@@ -59,8 +59,7 @@ ATOMTHINK_V1 = PromptPreset(
         '"To sum up, the final answer is: ...".'
     ),
     final_template=(
-        "{question}\nHISTORICAL REASONING STEPS:\n{history}\n"
-        "Answer the question using a single word or phrase."
+        "{question}\nHISTORICAL REASONING STEPS:\n{history}\nAnswer the question using a single word or phrase."
     ),
     step_delimiter="\n",
     history_joiner="\n",

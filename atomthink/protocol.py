@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Role = Literal["policy", "prm"]
 PromptKind = Literal["step", "direct", "cot", "final"]

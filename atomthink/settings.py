@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     """QuickThink: resamples of an invalid step before accepting the last one."""
     quick_retry_temperature_step: float = Field(0.1, ge=0, le=1)
     """QuickThink: temperature added per resample."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -9,9 +9,7 @@ SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
 CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
-SOLVE_REQUESTS = Counter(
-    "atomthink_solve_requests_total", "Solve requests by outcome", ["mode", "strategy", "status"]
-)
+SOLVE_REQUESTS = Counter("atomthink_solve_requests_total", "Solve requests by outcome", ["mode", "strategy", "status"])
 SOLVE_LATENCY = Histogram(
     "atomthink_solve_latency_seconds",
     "End-to-end solve latency",
@@ -25,14 +23,23 @@ JOB_LATENCY = Histogram(
     buckets=CALL_BUCKETS,
 )
 QUEUE_WAIT = Histogram(
-    "atomthink_queue_wait_seconds", "Enqueue to pick-up, reported by the worker", ["role"], buckets=CALL_BUCKETS
+    "atomthink_queue_wait_seconds",
+    "Enqueue to pick-up, reported by the worker",
+    ["role"],
+    buckets=CALL_BUCKETS,
 )
 JOB_BATCH_SIZE = Histogram(
-    "atomthink_job_batch_size", "Jobs in the worker batch that served a job", ["role"], buckets=CANDIDATE_BUCKETS
+    "atomthink_job_batch_size",
+    "Jobs in the worker batch that served a job",
+    ["role"],
+    buckets=CANDIDATE_BUCKETS,
 )
 GENERATED_TOKENS = Counter("atomthink_generated_tokens_total", "Tokens generated for solve requests", ["mode"])
 EXPANDED_NODES = Histogram(
-    "atomthink_expanded_nodes", "Search-tree nodes expanded per request", ["mode", "strategy"], buckets=COUNT_BUCKETS
+    "atomthink_expanded_nodes",
+    "Search-tree nodes expanded per request",
+    ["mode", "strategy"],
+    buckets=COUNT_BUCKETS,
 )
 IN_FLIGHT = Gauge("atomthink_in_flight_requests", "Solve requests being served")
 REJECTED = Counter("atomthink_rejected_requests_total", "Requests refused before solving", ["reason"])

@@ -75,7 +75,10 @@ async def embedded_runtime(
     source: JobSource = queue
     workers: list[PolicyWorker | PrmWorker] = [
         PolicyWorker(
-            source, policy, batch_size=settings.policy_batch_size, max_wait_s=settings.policy_max_wait_ms / 1000
+            source,
+            policy,
+            batch_size=settings.policy_batch_size,
+            max_wait_s=settings.policy_max_wait_ms / 1000,
         ),
         PrmWorker(source, prm, batch_size=settings.prm_batch_size, max_wait_s=settings.prm_max_wait_ms / 1000),
     ]

@@ -31,7 +31,10 @@ class SolveParams(BaseModel):
     mode: Mode = Field("quick", description="direct | cot | quick (QuickThink) | slow (SlowThink).")
     strategy: Strategy | None = Field(None, description="slow only: beam (default) | greedy | best_of_n | majority.")
     candidates: int | None = Field(
-        None, ge=1, le=64, description="slow only: candidates per step (beam, greedy) or whole paths (default 3)."
+        None,
+        ge=1,
+        le=64,
+        description="slow only: candidates per step (beam, greedy) or whole paths (default 3).",
     )
     beam_width: int | None = Field(None, ge=1, le=16, description="slow beam only: beams kept per depth (default 2).")
     aggregation: AggregationName | None = Field(
@@ -42,7 +45,10 @@ class SolveParams(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same request: same answer.")
     deadline_ms: int | None = Field(
-        None, ge=1, le=3_600_000, description="Return the best answer so far after this long (truncated: true)."
+        None,
+        ge=1,
+        le=3_600_000,
+        description="Return the best answer so far after this long (truncated: true).",
     )
     return_tree: bool = Field(False, description="Include every expanded node with its score and parent.")
 

@@ -156,4 +156,3 @@ class PrmWorker(_BatchWorker[PrmJob]):
 
     def failure(self, job: PrmJob, error: JobError) -> Result:
         return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
-

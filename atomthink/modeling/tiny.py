@@ -92,9 +92,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_policy(
-    out_dir: str | Path, shape: TinyPolicyShape = TinyPolicyShape(), seed: int = 0
-) -> Path:
+def build_tiny_policy(out_dir: str | Path, shape: TinyPolicyShape = TinyPolicyShape(), seed: int = 0) -> Path:
     """Write a randomly initialised tiny LLaVA checkpoint with its processor; returns the directory."""
     torch.manual_seed(seed)
     tokenizer = char_tokenizer()
@@ -123,7 +121,7 @@ def build_tiny_policy(
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=tokenizer.get_vocab()["<image>"],
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         projector_hidden_act="gelu",

@@ -27,8 +27,8 @@ async def read_solve_request(request: Request, settings: Settings) -> tuple[Solv
         raise ImageTooLarge(f"request body is over the {body_limit} byte limit", field="image")
     if content_type == "application/json":
         fields, image = await _read_json(request, settings, body_limit)
-    elif content_type == "multipart/form-data":
-        fields, image = await _read_multipart(request, settings)
+    elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields, image = await _read_form(request, settings)
     else:
         raise UnsupportedMediaType(
             f"content type {content_type or 'none'!r} is not supported; send application/json or multipart/form-data"
@@ -62,7 +62,7 @@ async def _read_json(request: Request, settings: Settings, body_limit: int) -> t
     return data, decode_base64_image(image_value, settings.max_image_bytes)
 
 
-async def _read_multipart(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes | None]:
+async def _read_form(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes | None]:
     try:
         form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_TEXT_BYTES)
     except Exception as exc:  # malformed multipart bodies raise a variety of parser errors
@@ -79,6 +79,8 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[dict[st
                 elif part:
                     image = decode_base64_image(str(part), settings.max_image_bytes)
                 continue
+            if any(isinstance(v, UploadFile) for v in values):
+                raise InvalidRequest(f"unexpected file part {key!r}; only 'image' may be a file", field=key)
             texts = [v for v in values if isinstance(v, str)]
             if key == "choices":
                 fields[key] = _parse_choices(texts)

@@ -58,9 +58,7 @@ _SOLVE_BODY: dict[str, Any] = {
     }
 }
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)}
 
 
 @router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses=_ERRORS)
@@ -110,4 +108,3 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-

@@ -98,7 +98,9 @@ class QueueExpander:
             temperature=self.sampling.temperature if temperature is None else temperature,
             top_p=self.sampling.top_p,
             top_k=self.sampling.top_k,
-            max_new_tokens=self.sampling.max_step_tokens if kind == "step" else self.sampling.max_answer_tokens,
+            max_new_tokens=self.sampling.max_answer_tokens
+            if kind in ("direct", "cot")
+            else self.sampling.max_step_tokens,
             seed=self._next_seed(),
         )
         job = PolicyJob(

@@ -9,10 +9,10 @@ import time
 
 from atomthink.errors import AtomThinkError
 from atomthink.prompts import format_question
-from atomthink.steps import extract_answer
 from atomthink.protocol import new_id
 from atomthink.queue.base import JobClient
 from atomthink.settings import Settings
+from atomthink.steps import extract_answer
 from service import metrics
 from service.orchestrator import strategies
 from service.orchestrator.expander import QueueExpander, SamplingDefaults

@@ -146,9 +146,7 @@ async def _rollouts(expander: StepExpander, tree: SearchTree, config: SearchConf
 
 def _rank(leaves: Sequence[Node], config: SearchConfig) -> list[Node]:
     """Finished paths first, then by aggregated score (stable: earlier samples win ties)."""
-    return sorted(
-        leaves, key=lambda n: (n.final, aggregate(n.path_scores or [], config.aggregation)), reverse=True
-    )
+    return sorted(leaves, key=lambda n: (n.final, aggregate(n.path_scores or [], config.aggregation)), reverse=True)
 
 
 async def best_of_n(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:

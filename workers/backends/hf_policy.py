@@ -34,9 +34,7 @@ class TransformersPolicy:
     Candidates of one request are rows of the same call; each row samples with its own seeded generator.
     """
 
-    def __init__(
-        self, model_path: str, *, preset: str = "auto", device: str = "auto", dtype: str = "auto"
-    ) -> None:
+    def __init__(self, model_path: str, *, preset: str = "auto", device: str = "auto", dtype: str = "auto") -> None:
         self.device = resolve_device(device)
         self.preset = resolve_prompt_preset(preset, model_path)
         torch_dtype = resolve_dtype(dtype, self.device)
@@ -50,7 +48,7 @@ class TransformersPolicy:
             self.processor = None
             self.tokenizer = AutoTokenizer.from_pretrained(model_path)
             self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.name = Path(model_path).name
@@ -70,7 +68,9 @@ class TransformersPolicy:
         for (with_image, stop_at_delimiter, max_new_tokens), indices in groups.items():
             batch = [requests[i] for i in indices]
             for i, candidates in zip(
-                indices, self._generate_group(batch, with_image, stop_at_delimiter, max_new_tokens), strict=True
+                indices,
+                self._generate_group(batch, with_image, stop_at_delimiter, max_new_tokens),
+                strict=True,
             ):
                 results[i] = candidates
         return results
@@ -88,7 +88,11 @@ class TransformersPolicy:
         return prompt
 
     def _generate_group(
-        self, batch: Sequence[GenerationRequest], with_image: bool, stop_at_delimiter: bool, max_new_tokens: int
+        self,
+        batch: Sequence[GenerationRequest],
+        with_image: bool,
+        stop_at_delimiter: bool,
+        max_new_tokens: int,
     ) -> list[list[Candidate]]:
         texts: list[str] = []
         images = []

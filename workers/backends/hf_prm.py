@@ -18,9 +18,7 @@ from workers.backends.torch_utils import resolve_device, resolve_dtype
 class TransformersPrm:
     """Scores all steps of all paths of a batch in one forward pass (right-padded, causal)."""
 
-    def __init__(
-        self, model_path: str, *, preset: str = "auto", device: str = "auto", dtype: str = "auto"
-    ) -> None:
+    def __init__(self, model_path: str, *, preset: str = "auto", device: str = "auto", dtype: str = "auto") -> None:
         if preset == "auto":
             preset = read_checkpoint_presets(model_path).get("prm_preset", "math-psa")
         self.preset = get_prm_preset(preset)

@@ -67,4 +67,4 @@ class PerRowSampler(LogitsProcessor):
         picked = torch.where(greedy, sorted_ids[:, 0], picked)
         forced = torch.full_like(scores, float("-inf"))
         forced.scatter_(1, picked[:, None], 0.0)
-        return forced
+        return forced  # type: ignore[return-value]

@@ -1,0 +1,136 @@
+"""``POST /solve`` through a real gateway process (uvicorn on a free port) with real transformers models."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+MODES: list[dict[str, Any]] = [
+    {"mode": "direct"},
+    {"mode": "cot"},
+    {"mode": "quick"},
+    {"mode": "slow"},
+    {"mode": "slow", "strategy": "beam", "candidates": 3, "beam_width": 2},
+    {"mode": "slow", "strategy": "greedy", "candidates": 2},
+    {"mode": "slow", "strategy": "best_of_n", "candidates": 4, "aggregation": "mean"},
+    {"mode": "slow", "strategy": "majority", "candidates": 4},
+]
+RESPONSE_FIELDS = {"id", "answer", "steps", "mode", "strategy", "stats", "timings_ms", "truncated"}
+
+
+def _solve(gateway: ServerProcess, fields: dict[str, Any], image: bytes | None) -> httpx.Response:
+    data = {k: str(v) for k, v in fields.items()}
+    files = {"image": ("figure.png", image, "image/png")} if image is not None else None
+    return httpx.post(f"{gateway.url}/solve", data=data, files=files, timeout=120)
+
+
+@pytest.mark.parametrize("fields", MODES, ids=lambda f: "-".join(str(v) for v in f.values()))
+def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: bytes, fields: dict[str, Any]) -> None:
+    response = _solve(gateway, {"question": "What is the value of B?", "max_steps": 3, "seed": 11, **fields},
+                      sample_png)  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body.keys() >= RESPONSE_FIELDS
+    assert body["mode"] == fields["mode"]
+    assert body["steps"], "a solution has at least one step"
+    assert set(body["stats"]) == {"policy_calls", "prm_calls", "generated_tokens", "expanded_nodes"}
+    assert set(body["timings_ms"]) == {"total", "policy", "prm", "queue"}
+    assert body["stats"]["policy_calls"] >= 1 and body["stats"]["generated_tokens"] >= 1
+    if fields["mode"] == "slow":
+        assert body["strategy"] == fields.get("strategy", "beam")
+        assert body["stats"]["prm_calls"] >= 1
+        assert all(isinstance(step["score"], float) and 0 <= step["score"] <= 1 for step in body["steps"])
+    else:
+        assert body["strategy"] is None and body["stats"]["prm_calls"] == 0
+        assert all(step["score"] is None for step in body["steps"])
+
+
+def test_same_seed_same_answer(gateway: ServerProcess, sample_png: bytes) -> None:
+    fields = {
+        "question": "How long is side c?",
+        "mode": "slow",
+        "strategy": "beam",
+        "max_steps": 3,
+        "seed": 5,
+    }
+    first, second = (_solve(gateway, fields, sample_png).json() for _ in range(2))
+    assert first["answer"] == second["answer"]
+    assert first["steps"] == second["steps"]
+    other = _solve(gateway, {**fields, "seed": 6}, sample_png).json()
+    assert other["steps"] != first["steps"], "a different seed samples different steps"
+
+
+def test_json_body_with_data_url_and_plain_base64(gateway: ServerProcess, sample_png: bytes) -> None:
+    encoded = base64.b64encode(sample_png).decode()
+    body = {"question": "What is x?", "mode": "quick", "max_steps": 2, "seed": 1}
+    by_url = httpx.post(f"{gateway.url}/solve", json={**body, "image": f"data:image/png;base64,{encoded}"}, timeout=60)
+    plain = httpx.post(f"{gateway.url}/solve", json={**body, "image": encoded}, timeout=60)
+    multipart = _solve(gateway, body, sample_png)
+    assert by_url.status_code == plain.status_code == multipart.status_code == 200
+    assert by_url.json()["steps"] == plain.json()["steps"] == multipart.json()["steps"]
+
+
+def test_text_only_question_and_choices(gateway: ServerProcess) -> None:
+    response = httpx.post(
+        f"{gateway.url}/solve",
+        json={"question": "Which is larger?", "choices": ["3", "5"], "mode": "direct", "seed": 2},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    multipart = httpx.post(
+        f"{gateway.url}/solve",
+        data={"question": "Which is larger?", "choices": ["3", "5"], "mode": "direct", "seed": "2"},
+        timeout=60,
+    )
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["steps"] == response.json()["steps"]
+
+
+def test_return_tree_lists_every_expanded_node(gateway: ServerProcess, sample_png: bytes) -> None:
+    fields = {"question": "Area?", "mode": "slow", "candidates": 2, "beam_width": 2, "max_steps": 2,
+              "seed": 3, "return_tree": "true"}  # fmt: skip
+    body = _solve(gateway, fields, sample_png).json()
+    tree = body["tree"]
+    assert len(tree) == body["stats"]["expanded_nodes"]
+    ids = {node["id"] for node in tree}
+    assert all(node["parent"] is None or node["parent"] in ids for node in tree)
+    assert sum(node["parent"] is None for node in tree) == 2  # two candidates at the root
+    scored = [node for node in tree if node["score"] is not None]
+    assert scored, "PRM scores are recorded on the tree"
+
+
+def test_deadline_returns_best_so_far_flagged_truncated(gateway: ServerProcess, sample_png: bytes) -> None:
+    fields = {"question": "Perimeter?", "mode": "slow", "strategy": "best_of_n", "candidates": 8,
+              "max_steps": 20, "deadline_ms": 300, "seed": 4}  # fmt: skip
+    response = _solve(gateway, fields, sample_png)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["truncated"] is True
+    assert body["timings_ms"]["total"] < 5000
+
+
+def test_health_readiness_and_openapi(gateway: ServerProcess) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["workers"] == {"policy": 1, "prm": 1}
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    body = spec["paths"]["/solve"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= body.keys()
+    assert "SolveJsonRequest" in spec["components"]["schemas"]
+
+
+def test_metrics_show_latency_by_candidate_count(gateway: ServerProcess, sample_png: bytes) -> None:
+    fields = {"question": "Sum?", "mode": "slow", "candidates": 4, "max_steps": 2, "seed": 9}
+    assert _solve(gateway, fields, sample_png).status_code == 200
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'atomthink_solve_latency_seconds_bucket{candidates="4",le="0.05",mode="slow",strategy="beam"}' in text
+    assert 'atomthink_solve_requests_total{mode="slow",status="ok",strategy="beam"}' in text
+    assert "atomthink_worker_batch_jobs_bucket" in text
+    assert "atomthink_in_flight_requests" in text

@@ -1,0 +1,194 @@
+"""Search strategies on a scripted tree: a policy and PRM whose every answer is known in advance."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pytest
+
+from atomthink.protocol import Candidate, PromptKind
+from service.orchestrator import strategies
+from service.orchestrator.strategies import SearchConfig
+from service.orchestrator.tree import SearchTree, aggregate
+
+FINAL = "To sum up, the final answer is: "
+
+
+class ScriptedExpander:
+    """``script[state]`` lists the continuations of a state, handed out in order (cycling); ``scores[step]``."""
+
+    def __init__(self, script: dict[tuple[str, ...], list[str]], scores: dict[str, float] | None = None) -> None:
+        self.script = script
+        self.scores = scores or {}
+        self.cursor: dict[tuple[str, ...], int] = defaultdict(int)
+        self.calls: list[tuple[tuple[str, ...], int, PromptKind, float | None]] = []
+        self.score_calls: list[list[list[str]]] = []
+
+    async def propose(
+        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+    ) -> list[Candidate]:
+        state = tuple(steps)
+        self.calls.append((state, n, kind, temperature))
+        if kind == "final":
+            return [Candidate(text="fallback", num_tokens=1, finish_reason="eos")]
+        options = self.script[state]
+        picked = []
+        for _ in range(n):
+            picked.append(options[self.cursor[state] % len(options)])
+            self.cursor[state] += 1
+        return [Candidate(text=t, num_tokens=len(t), finish_reason="delimiter") for t in picked]
+
+    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+        self.score_calls.append([list(p) for p in paths])
+        return [[self.scores[s] for s in path] for path in paths]
+
+
+def test_aggregations() -> None:
+    scores = [0.9, 0.2, 0.5]
+    assert aggregate(scores, "min") == 0.2
+    assert aggregate(scores, "last") == 0.5
+    assert aggregate(scores, "mean") == pytest.approx(1.6 / 3)
+    assert aggregate(scores, "prod") == pytest.approx(0.09)
+
+
+async def test_beam_keeps_global_top_k_across_beams_and_stops_on_final() -> None:
+    # Depth 1: a1 > b1 > c1. Depth 2: both children of a1 beat both children of b1 (top-2 across beams,
+    # not the best child per beam). Depth 3: a1/a2 yields a final step that is kept: the search stops there.
+    script = {
+        (): ["a1", "b1", "c1"],
+        ("a1",): ["a2", "a3", "a4"],
+        ("b1",): ["b2", "b3", "b4"],
+        ("a1", "a2"): [FINAL + "5", "a5", "a6"],
+        ("a1", "a3"): ["a7", "a8", "a9"],
+    }
+    scores = {"a1": 0.9, "b1": 0.8, "c1": 0.1, "a2": 0.95, "a3": 0.85, "a4": 0.2, "b2": 0.7, "b3": 0.6,
+              "b4": 0.5, FINAL + "5": 0.99, "a5": 0.3, "a6": 0.3, "a7": 0.4, "a8": 0.4, "a9": 0.4}  # fmt: skip
+    expander = ScriptedExpander(script, scores)
+    tree = SearchTree()
+    outcome = await strategies.beam(expander, tree, SearchConfig(candidates=3, beam_width=2, aggregation="last"))
+
+    assert outcome.final and outcome.answer == "5"
+    assert outcome.leaf.steps() == ["a1", "a2", FINAL + "5"]
+    # depth 2 expanded exactly the two kept beams a1 and b1, depth 3 only the kept a2 and a3 (not b2)
+    states = [call[0] for call in expander.calls]
+    assert states == [(), ("a1",), ("b1",), ("a1", "a2"), ("a1", "a3")]
+    # all candidates of one depth are scored in one PRM call
+    assert [len(call) for call in expander.score_calls] == [3, 6, 6]
+    assert all(call[1] == 3 for call in expander.calls)
+
+
+async def test_beam_ranks_by_aggregated_path_score() -> None:
+    # With "min", the path through the shaky x1 (0.3) loses to y1 even though x2 is the best single step.
+    script = {(): ["x1", "y1"], ("x1",): [FINAL + "1"], ("y1",): [FINAL + "2"]}
+    scores = {"x1": 0.3, "y1": 0.6, FINAL + "1": 0.99, FINAL + "2": 0.7}
+    config = SearchConfig(candidates=2, beam_width=2, aggregation="min")
+    first = (await strategies.beam(ScriptedExpander(script, scores), SearchTree(), config)).answer
+    assert first == "2"
+    config_last = SearchConfig(candidates=2, beam_width=2, aggregation="last")
+    assert (await strategies.beam(ScriptedExpander(script, scores), SearchTree(), config_last)).answer == "1"
+
+
+async def test_greedy_follows_the_best_child() -> None:
+    script = {
+        (): ["p", "q", "r"],
+        ("q",): ["q1", "q2", "q3"],
+        ("q", "q3"): [FINAL + "42", "no", "nope"],
+    }
+    scores = {"p": 0.2, "q": 0.8, "r": 0.5, "q1": 0.1, "q2": 0.3, "q3": 0.9, FINAL + "42": 0.9, "no": 0.2,
+              "nope": 0.1}  # fmt: skip
+    expander = ScriptedExpander(script, scores)
+    outcome = await strategies.beam(expander, SearchTree(), SearchConfig(candidates=3, beam_width=1))
+    assert outcome.leaf.steps() == ["q", "q3", FINAL + "42"]
+    assert outcome.answer == "42"
+    assert [call[0] for call in expander.calls] == [(), ("q",), ("q", "q3")]
+
+
+async def test_beam_returns_best_path_when_budget_runs_out() -> None:
+    script = {(): ["s1", "s2"], ("s1",): ["t1", "t2"], ("s2",): ["u1", "u2"]}
+    scores = {"s1": 0.6, "s2": 0.5, "t1": 0.7, "t2": 0.9, "u1": 0.1, "u2": 0.2}
+    expander = ScriptedExpander(script, scores)
+    tree = SearchTree()
+    outcome = await strategies.beam(expander, tree, SearchConfig(candidates=2, beam_width=2, max_steps=2))
+    assert not outcome.final
+    assert outcome.leaf.steps() == ["s1", "t2"]
+    assert expander.calls[-1][2] == "final"  # asked once for a direct answer
+    assert outcome.answer == "fallback"
+
+
+# Paths for best-of-N, built so that each aggregation picks a different one:
+#   A: .95 .30 .95  min .30  last .95  mean .733  prod .271
+#   B: .60 .60 .60  min .60  last .60  mean .600  prod .216
+#   D: .55 .90 .90  min .55  last .90  mean .783  prod .446
+#   E: .50          min .50  last .50  mean .500  prod .500
+BEST_OF_N_SCRIPT = {
+    (): ["A1", "B1", "D1", FINAL + "E"],
+    ("A1",): ["A2"],
+    ("A1", "A2"): [FINAL + "A"],
+    ("B1",): ["B2"],
+    ("B1", "B2"): [FINAL + "B"],
+    ("D1",): ["D2"],
+    ("D1", "D2"): [FINAL + "D"],
+}
+BEST_OF_N_SCORES = {"A1": 0.95, "A2": 0.30, FINAL + "A": 0.95, "B1": 0.6, "B2": 0.6, FINAL + "B": 0.6,
+                    "D1": 0.55, "D2": 0.9, FINAL + "D": 0.9, FINAL + "E": 0.5}  # fmt: skip
+
+
+@pytest.mark.parametrize(("aggregation", "expected"), [("min", "B"), ("last", "A"), ("mean", "D"), ("prod", "E")])
+async def test_best_of_n_picks_the_best_path_under_each_aggregation(aggregation: str, expected: str) -> None:
+    expander = ScriptedExpander(BEST_OF_N_SCRIPT, BEST_OF_N_SCORES)
+    config = SearchConfig(candidates=4, aggregation=aggregation)  # type: ignore[arg-type]
+    outcome = await strategies.best_of_n(expander, SearchTree(), config)
+    assert outcome.answer == expected
+    assert expander.calls[0] == ((), 4, "step", 0.7)  # all N first steps in one batched call
+    assert len(expander.score_calls) == 1 and len(expander.score_calls[0]) == 4  # every path in one PRM call
+
+
+async def test_majority_returns_the_most_common_answer() -> None:
+    script = {
+        (): ["m1", "m2", "m3", "m4"],
+        ("m1",): [FINAL + "5"],
+        ("m2",): [FINAL + "5"],
+        ("m3",): [FINAL + "7"],
+        ("m4",): [FINAL + "5"],
+    }
+    scores = {"m1": 0.2, "m2": 0.3, "m3": 0.99, "m4": 0.1, FINAL + "5": 0.2, FINAL + "7": 0.99}
+    outcome = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), SearchConfig(candidates=4))
+    assert outcome.answer == "5"
+    assert outcome.votes == {"5": 3, "7": 1}
+
+
+async def test_majority_breaks_ties_by_aggregated_score() -> None:
+    script = {(): ["m1", "m2"], ("m1",): [FINAL + "5"], ("m2",): [FINAL + "7"]}
+    scores = {"m1": 0.4, "m2": 0.6, FINAL + "5": 0.9, FINAL + "7": 0.9}
+    config = SearchConfig(candidates=2, aggregation="min")
+    outcome = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), config)
+    assert outcome.answer == "7"
+
+
+async def test_quick_resamples_invalid_steps_with_rising_temperature() -> None:
+    script = {
+        (): ["", "step one", "x"],  # empty first: resampled
+        ("step one",): ["step one", "step two"],  # near copy of the previous step: resampled
+        ("step one", "step two"): [FINAL + "9"],
+    }
+    expander = ScriptedExpander(script)
+    tree = SearchTree()
+    config = SearchConfig(temperature=0.5, retry_temperature_step=0.1, max_retries=3)
+    outcome = await strategies.quick(expander, tree, config)
+    assert outcome.answer == "9" and outcome.final
+    assert outcome.leaf.steps() == ["step one", "step two", FINAL + "9"]
+    temperatures = [call[3] for call in expander.calls]
+    assert temperatures == pytest.approx([0.5, 0.6, 0.5, 0.6, 0.5])
+    assert all(call[1] == 1 for call in expander.calls)
+    rejected = [node.invalid for node in tree.nodes if node.invalid]
+    assert rejected == ["empty", "near copy of the previous step"]
+
+
+async def test_quick_bounds_resampling_and_asks_for_an_answer_after_max_steps() -> None:
+    script = {(): [""], ("",): [""]}
+    expander = ScriptedExpander(script)
+    outcome = await strategies.quick(expander, SearchTree(), SearchConfig(max_steps=2, max_retries=2))
+    kinds = [call[2] for call in expander.calls]
+    assert kinds == ["step"] * 6 + ["final"]  # 2 steps x (1 + 2 resamples), then one direct answer
+    assert not outcome.final and outcome.answer == "fallback"
