@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this deployment writes."""
     job_timeout_s: float = Field(120.0, gt=0)
     """How long the orchestrator waits for one policy or PRM job before failing the request."""
+    max_queue_length: int = Field(10_000, ge=1)
+    """Jobs waiting per role; past it ``/solve`` answers 429 with Retry-After."""
+    visibility_timeout_s: float = Field(30.0, gt=0)
+    """Redis: a job held this long by a worker without an ack is handed to another worker (XAUTOCLAIM)."""
+    max_deliveries: int = Field(3, ge=1)
+    """Redis: deliveries of one job before it goes to the dead-letter stream and its request fails."""
+    image_ttl_s: int = Field(3600, ge=1)
+    """Redis: how long a request's image stays stored under its content hash."""
+    heartbeat_ttl_s: float = Field(10.0, gt=0)
+    """A worker whose last heartbeat is older than this counts as dead in ``/readyz``."""
 
     # --- Workers ------------------------------------------------------------------------------------
     policy_batch_size: int = Field(16, ge=1)
