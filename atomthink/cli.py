@@ -27,13 +27,47 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 MODEL_FLAGS = ("policy_model", "prm_model", "prompt_preset", "prm_preset", "device")
 
 
+def _queue_overrides(args: argparse.Namespace) -> None:
+    """``--redis URL`` selects the Redis queue."""
+    if getattr(args, "redis", None):
+        args.queue, args.redis_url = "redis", args.redis
+
+
+QUEUE_FLAGS = ("queue", "redis_url", "key_prefix")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from service.app import create_app
+    from service.runtime import embedded_runtime, gateway_runtime
 
-    settings = settings_from_args(args, ("host", "port", *MODEL_FLAGS))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level.lower())
+    _queue_overrides(args)
+    settings = settings_from_args(args, ("host", "port", *MODEL_FLAGS, *QUEUE_FLAGS))
+    if args.command == "gateway" and settings.queue != "redis":
+        raise SystemExit("atomthink gateway needs the Redis queue: pass --redis URL or set ATOMTHINK_QUEUE=redis")
+    factory = gateway_runtime if args.command == "gateway" else embedded_runtime
+    app = create_app(settings, factory)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower())
+
+
+def _worker(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from workers.main import run_worker
+
+    _queue_overrides(args)
+    settings = settings_from_args(args, (*MODEL_FLAGS, *QUEUE_FLAGS, "metrics_port", "batch_size", "max_wait_ms"))
+    if args.batch_size is not None or args.max_wait_ms is not None:
+        prefix = "policy" if args.role == "policy" else "prm"
+        updates = {f"{prefix}_batch_size": args.batch_size, f"{prefix}_max_wait_ms": args.max_wait_ms}
+        settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    asyncio.run(run_worker(args.role, settings))
+
+
+def add_queue_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis", metavar="URL", help="use the Redis queue at URL (e.g. redis://127.0.0.1:6379/0)")
+    parser.add_argument("--key-prefix", dest="key_prefix", help="prefix of every Redis key (default: atomthink)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="gateway with in-process policy and PRM workers")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    add_model_flags(serve)
-    serve.set_defaults(func=_serve)
+    serve = commands.add_parser("serve", help="gateway with in-process policy and PRM workers (memory or --redis)")
+    gateway = commands.add_parser("gateway", help="gateway only; workers are separate processes on --redis")
+    for parser_ in (serve, gateway):
+        parser_.add_argument("--host")
+        parser_.add_argument("--port", type=int)
+        add_model_flags(parser_)
+        add_queue_flags(parser_)
+        parser_.set_defaults(func=_serve)
+
+    worker = commands.add_parser("worker", help="a policy or PRM worker process on the Redis queue")
+    worker.add_argument("role", choices=["policy", "prm"])
+    add_model_flags(worker)
+    add_queue_flags(worker)
+    worker.add_argument("--batch-size", dest="batch_size", type=int, help="most jobs per model call")
+    worker.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, help="how long to fill a batch")
+    worker.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus port (0: off)")
+    worker.set_defaults(func=_worker)
     return parser
 
 

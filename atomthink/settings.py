@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     """A worker whose last heartbeat is older than this counts as dead in ``/readyz``."""
 
     # --- Workers ------------------------------------------------------------------------------------
+    metrics_port: int = Field(9400, ge=0, le=65535)
+    """Port of a worker process's Prometheus endpoint (0 disables it; the gateway serves ``/metrics`` itself)."""
     policy_batch_size: int = Field(16, ge=1)
     """Most policy jobs (from any requests) a policy worker runs in one model call."""
     policy_max_wait_ms: float = Field(5.0, ge=0)
@@ -83,14 +85,16 @@ class Settings(BaseSettings):
     """How long a PRM worker waits to fill a batch after the first job arrives."""
 
     # --- Models -------------------------------------------------------------------------------------
-    policy_backend: Literal["transformers"] = "transformers"
-    """Policy model backend."""
+    policy_backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    """Policy model backend: ``transformers`` (in process), ``vllm`` (in process) or ``openai`` (a remote
+    OpenAI-compatible server such as ``vllm serve``, at ``policy_base_url``)."""
     policy_model: str = str(DEFAULT_POLICY_DIR)
     """Policy checkpoint: a directory with a Hugging Face image-text-to-text or causal-LM model."""
     prompt_preset: str = "auto"
     """Prompt template preset (``atomthink-v1``, ``tiny``, ...); ``auto`` reads ``atomthink.json`` in the checkpoint."""
-    prm_backend: Literal["transformers"] = "transformers"
-    """PRM backend."""
+    prm_backend: Literal["transformers", "openai-pooling", "openai-completions"] = "transformers"
+    """PRM backend: ``transformers`` (in process), ``openai-pooling`` (a token-classification PRM behind vLLM's
+    ``/pooling``) or ``openai-completions`` (a causal-LM PRM read through one-token completions' logprobs)."""
     prm_model: str = str(DEFAULT_PRM_DIR)
     """PRM checkpoint directory."""
     prm_preset: str = "auto"
@@ -105,6 +109,39 @@ class Settings(BaseSettings):
     """Most new tokens in a direct or chain-of-thought answer."""
     torch_threads: int = Field(0, ge=0)
     """Torch intra-op threads (0 keeps torch's default)."""
+
+    # --- Remote and vLLM backends -------------------------------------------------------------------
+    policy_base_url: str | None = None
+    """``openai`` policy: base URL of the OpenAI-compatible server, e.g. ``http://vllm-policy:8000/v1``."""
+    policy_served_name: str = "policy"
+    """``openai`` policy: model name the server serves the policy under (``--served-model-name``)."""
+    policy_history: Literal["user", "assistant"] = "user"
+    """``openai`` policy: earlier steps inside the user prompt (as the transformers backend and AtomThink's training
+    data have them) or as a final assistant message continued with ``continue_final_message``."""
+    prm_base_url: str | None = None
+    """``openai-*`` PRMs: base URL of the PRM server, e.g. ``http://vllm-prm:8000/v1`` (``/pooling`` is
+    resolved next to ``/v1``)."""
+    prm_served_name: str = "prm"
+    """``openai-*`` PRMs: model name the server serves the PRM under."""
+    prm_tokenizer: str | None = None
+    """``openai-completions`` PRM: tokenizer (directory or hub id) used to encode paths exactly as in training;
+    defaults to ``prm_model``."""
+    openai_api_key: SecretStr | None = None
+    """Bearer token for the remote servers (``vllm serve --api-key``); sent only to the URLs above."""
+    remote_timeout_s: float = Field(120.0, gt=0)
+    """Timeout of one HTTP call to a remote policy or PRM server."""
+    remote_max_concurrency: int = Field(64, ge=1)
+    """Most HTTP calls one backend has open at once (the server batches them)."""
+    vllm_gpu_memory_utilization: float = Field(0.55, gt=0, le=1)
+    """``vllm`` policy: fraction of GPU memory the engine may take (leave room for a PRM on the same GPU)."""
+    vllm_max_model_len: int | None = Field(8192, ge=1)
+    """``vllm`` policy: context length; ``None`` takes the model's own."""
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    """``vllm`` policy: GPUs one engine shards the model over."""
+    vllm_enable_prefix_caching: bool = True
+    """``vllm`` policy: reuse the KV cache of shared prefixes (every step re-reads the question and history)."""
+    vllm_enforce_eager: bool = False
+    """``vllm`` policy: skip CUDA graph capture (faster start, slower decoding)."""
 
     # --- Search defaults ----------------------------------------------------------------------------
     temperature: float = Field(0.7, ge=0, le=2)

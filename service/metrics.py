@@ -49,5 +49,6 @@ def candidate_bucket(candidates: int) -> str:
     """Label value for a candidate count: the smallest bucket in 1, 2, 4, ..., 64 that holds it."""
     return str(next(b for b in CANDIDATE_BUCKETS if candidates <= b))
 
+
 for _reason in ("invalid_request", "invalid_image", "image_too_large", "unsupported_media_type", "overloaded"):
     REJECTED.labels(_reason)  # export zeros, so rate() panels have series before the first rejection

@@ -13,6 +13,7 @@ import torch
 from atomthink.protocol import Role
 from atomthink.queue.base import JobClient, JobSource
 from atomthink.queue.memory import InMemoryStepQueue
+from atomthink.queue.redis_streams import RedisStepQueue
 from atomthink.settings import Settings
 from service.orchestrator.solver import Solver
 from service.schemas import SolveParams, SolveResponse
@@ -36,6 +37,30 @@ def load_prm(settings: Settings) -> StepScorer:
     return TransformersPrm(settings.prm_model, preset=settings.prm_preset, device=settings.device, dtype=settings.dtype)
 
 
+def make_queue(settings: Settings) -> InMemoryStepQueue | RedisStepQueue:
+    if settings.queue == "redis":
+        return RedisStepQueue(
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            max_queue_length=settings.max_queue_length,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            max_deliveries=settings.max_deliveries,
+            image_ttl_s=settings.image_ttl_s,
+            heartbeat_ttl_s=settings.heartbeat_ttl_s,
+        )
+    return InMemoryStepQueue(max_queued=settings.max_queue_length, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+
+
+def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Settings) -> PolicyWorker:
+    return PolicyWorker(
+        source, policy, batch_size=settings.policy_batch_size, max_wait_s=settings.policy_max_wait_ms / 1000
+    )
+
+
+def make_prm_worker(source: JobSource, prm: StepScorer, settings: Settings) -> PrmWorker:
+    return PrmWorker(source, prm, batch_size=settings.prm_batch_size, max_wait_s=settings.prm_max_wait_ms / 1000)
+
+
 @dataclass
 class Runtime:
     """What the gateway holds on ``app.state``: the solver, the queue client and any in-process workers."""
@@ -55,40 +80,43 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def embedded_runtime(
+async def build_runtime(
     settings: Settings,
     *,
+    with_workers: bool = True,
     policy: PolicyBackend | None = None,
     prm: StepScorer | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Gateway and workers in one process over the in-memory queue (``atomthink serve``'s default).
+    """The queue named by settings, plus (``with_workers``) a policy and a PRM worker in this process.
 
-    Backends are loaded from settings unless given (tests pass already loaded ones to share them).
+    ``atomthink serve`` runs with workers (over memory or Redis); ``atomthink gateway`` runs without them against
+    Redis. Backends are loaded from settings unless given (tests pass loaded ones to share them).
     """
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    if policy is None:
-        policy = await asyncio.to_thread(load_policy, settings)
-    if prm is None:
-        prm = await asyncio.to_thread(load_prm, settings)
-    queue = InMemoryStepQueue()
-    source: JobSource = queue
-    workers: list[PolicyWorker | PrmWorker] = [
-        PolicyWorker(
-            source,
-            policy,
-            batch_size=settings.policy_batch_size,
-            max_wait_s=settings.policy_max_wait_ms / 1000,
-        ),
-        PrmWorker(source, prm, batch_size=settings.prm_batch_size, max_wait_s=settings.prm_max_wait_ms / 1000),
-    ]
+    queue = make_queue(settings)
+    workers: list[PolicyWorker | PrmWorker] = []
+    if with_workers:
+        if policy is None:
+            policy = await asyncio.to_thread(load_policy, settings)
+        if prm is None:
+            prm = await asyncio.to_thread(load_prm, settings)
+        workers = [make_policy_worker(queue, policy, settings), make_prm_worker(queue, prm, settings)]
     tasks = [asyncio.create_task(worker.run(), name=worker.worker_id) for worker in workers]
-    runtime = Runtime(settings, queue, Solver(queue, settings), policy, prm, workers)
     try:
-        yield runtime
+        yield Runtime(settings, queue, Solver(queue, settings), policy, prm, workers)
     finally:
         for worker in workers:
             worker.stop()
-        for task in tasks:
-            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await queue.close()
+
+
+def embedded_runtime(settings: Settings) -> contextlib.AbstractAsyncContextManager[Runtime]:
+    """Gateway and workers in one process (``atomthink serve``)."""
+    return build_runtime(settings, with_workers=True)
+
+
+def gateway_runtime(settings: Settings) -> contextlib.AbstractAsyncContextManager[Runtime]:
+    """Gateway only; workers are other processes sharing the Redis queue (``atomthink gateway``)."""
+    return build_runtime(settings, with_workers=False)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from PIL import Image, ImageDraw
 
 from tests.servers import ServerProcess
@@ -37,12 +39,48 @@ def model_env(models: dict[str, Path], **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def gateway(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``atomthink serve`` (embedded workers, in-memory queue) on a free port."""
-    log = tmp_path_factory.mktemp("logs") / "gateway.log"
-    with ServerProcess(["serve"], model_env(tiny_models), log_path=log) as server:
-        yield server
+TEST_REDIS_URL = os.environ.get("ATOMTHINK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Remove every key a test deployment wrote under ``prefix``."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on the test Redis, cleaned up afterwards."""
+    prefix = f"atomthink-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    delete_prefix(TEST_REDIS_URL, prefix)
+
+
+def queue_env(queue: str, prefix: str) -> dict[str, str]:
+    if queue == "memory":
+        return {"ATOMTHINK_QUEUE": "memory"}
+    return {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": TEST_REDIS_URL, "ATOMTHINK_KEY_PREFIX": prefix}
+
+
+@pytest.fixture(scope="session", params=["memory", "redis"])
+def gateway(
+    request: pytest.FixtureRequest, tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``atomthink serve`` with in-process workers on a free port, over each queue implementation."""
+    queue = request.param
+    prefix = f"atomthink-test-{uuid.uuid4().hex[:8]}"
+    log = tmp_path_factory.mktemp("logs") / f"gateway-{queue}.log"
+    try:
+        with ServerProcess(["serve"], model_env(tiny_models, **queue_env(queue, prefix)), log_path=log) as server:
+            yield server
+    finally:
+        if queue == "redis":
+            delete_prefix(TEST_REDIS_URL, prefix)
 
 
 def png_bytes(width: int = 64, height: int = 64, text: str = "7") -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
+from atomthink.errors import BackendUnavailable
 from atomthink.protocol import (
     Candidate,
     JobError,
@@ -55,13 +57,23 @@ class _BatchWorker(Generic[J]):
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
+        backoff_s = 0.1
         try:
             while not self._stopping.is_set():
-                jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
-                if jobs:
-                    await self.process(jobs)  # type: ignore[arg-type]
+                try:
+                    jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
+                    if jobs:
+                        await self.process(jobs)  # type: ignore[arg-type]
+                    backoff_s = 0.1
+                except BackendUnavailable as exc:
+                    # the queue is down: unacknowledged jobs stay in it and are redelivered once it is back
+                    log.warning("%s worker: queue unavailable (%s); retrying in %.1f s", self.role, exc, backoff_s)
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, 5.0)
         finally:
             heartbeat.cancel()
+            with contextlib.suppress(Exception):
+                await self.source.forget_worker(self.role, self.worker_id)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -77,6 +89,7 @@ class _BatchWorker(Generic[J]):
         for job in jobs:
             if await self.source.is_cancelled(job.request_id):
                 metrics.JOBS.labels(self.role, "cancelled").inc()
+                await self.source.skip(job)
                 continue
             metrics.PICKUP_SECONDS.labels(self.role).observe(max(0.0, picked_at - job.enqueued_at))
             live.append(job)
@@ -122,17 +135,25 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
         self.images = DecodedImageCache(source.get_image)
 
     async def run_batch(self, jobs: Sequence[PolicyJob]) -> list[Result]:
+        results: dict[str, Result] = {}
+        runnable: list[PolicyJob] = []
         requests = []
         for job in jobs:
-            image = await self.images.get(job.image_id) if job.image_id else None
+            try:
+                image = await self.images.get(job.image_id) if job.image_id else None
+            except KeyError as exc:
+                error = JobError(code="image_missing", message=str(exc), recoverable=False)
+                results[job.job_id] = self.failure(job, error)
+                continue
+            runnable.append(job)
             requests.append(GenerationRequest(job.kind, job.question, job.steps, image, job.sampling))
-        metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in jobs))
-        outputs: list[list[Candidate]] = await asyncio.to_thread(self.backend.generate, requests)
-        metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
-        return [
-            PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
-            for job, candidates in zip(jobs, outputs, strict=True)
-        ]
+        if requests:
+            metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in runnable))
+            outputs: list[list[Candidate]] = await asyncio.to_thread(self.backend.generate, requests)
+            metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
+            for job, candidates in zip(runnable, outputs, strict=True):
+                results[job.job_id] = PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
+        return [results[job.job_id] for job in jobs]
 
     def failure(self, job: PolicyJob, error: JobError) -> Result:
         return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, overload
 
 from atomthink.protocol import Job, PolicyJob, PolicyResult, PrmJob, PrmResult, Result, Role
 
 R = TypeVar("R", bound=Result)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Jobs of one role: waiting for a worker, and delivered to a worker but not yet answered."""
+
+    waiting: int
+    pending: int
 
 
 def image_id_for(data: bytes) -> str:
@@ -38,6 +47,10 @@ class JobClient(Protocol):
         """How many workers of each role are alive."""
         ...
 
+    async def queue_stats(self) -> dict[Role, QueueStats]:
+        """Queue depth per role, for metrics."""
+        ...
+
 
 class JobSource(Protocol):
     """The worker side: take a batch of jobs, answer each."""
@@ -53,6 +66,10 @@ class JobSource(Protocol):
         """Deliver a result to the job's requester (and only then acknowledge the job)."""
         ...
 
+    async def skip(self, job: Job) -> None:
+        """Acknowledge a job without answering it (its request was cancelled)."""
+        ...
+
     async def is_cancelled(self, request_id: str) -> bool: ...
 
     async def get_image(self, image_id: str) -> bytes:
@@ -61,4 +78,8 @@ class JobSource(Protocol):
 
     async def heartbeat(self, role: Role, worker_id: str) -> None:
         """Tell the gateways this worker is alive."""
+        ...
+
+    async def forget_worker(self, role: Role, worker_id: str) -> None:
+        """Leave the live set at once (a clean stop)."""
         ...

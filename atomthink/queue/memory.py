@@ -7,12 +7,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from atomthink.errors import BackendUnavailable, JobTimeout
+from atomthink.errors import JobTimeout, Overloaded
 from atomthink.protocol import Job, PolicyJob, Result, Role
-from atomthink.queue.base import image_id_for
+from atomthink.queue.base import QueueStats, image_id_for
 
 POLL_INTERVAL_S = 0.5
-HEARTBEAT_TTL_S = 10.0
 
 
 class InMemoryStepQueue:
@@ -21,7 +20,7 @@ class InMemoryStepQueue:
     Bounded everywhere: at most ``max_queued`` waiting jobs per role and ``max_images`` stored images (LRU).
     """
 
-    def __init__(self, *, max_queued: int = 10_000, max_images: int = 256) -> None:
+    def __init__(self, *, max_queued: int = 10_000, max_images: int = 256, heartbeat_ttl_s: float = 10.0) -> None:
         self._queues: dict[Role, asyncio.Queue[Job]] = {
             "policy": asyncio.Queue(max_queued),
             "prm": asyncio.Queue(max_queued),
@@ -31,6 +30,10 @@ class InMemoryStepQueue:
         self._images: OrderedDict[str, bytes] = OrderedDict()
         self._max_images = max_images
         self._heartbeats: dict[tuple[Role, str], float] = {}
+        self._heartbeat_ttl_s = heartbeat_ttl_s
+
+    async def close(self) -> None:
+        """Nothing to release in memory."""
 
     # --- gateway side -----------------------------------------------------------------------------
     async def call(self, job: Job, timeout_s: float) -> Any:
@@ -41,7 +44,7 @@ class InMemoryStepQueue:
             try:
                 self._queues[role].put_nowait(job)
             except asyncio.QueueFull:
-                raise BackendUnavailable(f"the {role} queue is full") from None
+                raise Overloaded(f"the {role} queue holds {self._queues[role].maxsize} jobs", retry_after_s=2) from None
             try:
                 return await asyncio.wait_for(future, timeout_s)
             except TimeoutError:
@@ -66,9 +69,12 @@ class InMemoryStepQueue:
         now = time.monotonic()
         alive: dict[Role, int] = {"policy": 0, "prm": 0}
         for (role, _), seen in self._heartbeats.items():
-            if now - seen < HEARTBEAT_TTL_S:
+            if now - seen < self._heartbeat_ttl_s:
                 alive[role] += 1
         return alive
+
+    async def queue_stats(self) -> dict[Role, QueueStats]:
+        return {role: QueueStats(waiting=queue.qsize(), pending=0) for role, queue in self._queues.items()}
 
     # --- worker side ------------------------------------------------------------------------------
     async def take(self, role: Role, max_jobs: int, max_wait_s: float) -> list[Job]:
@@ -97,6 +103,9 @@ class InMemoryStepQueue:
         if future is not None and not future.done():
             future.set_result(result)
 
+    async def skip(self, job: Job) -> None:
+        """Nothing to acknowledge in memory."""
+
     async def is_cancelled(self, request_id: str) -> bool:
         return request_id in self._cancelled
 
@@ -106,5 +115,5 @@ class InMemoryStepQueue:
     async def heartbeat(self, role: Role, worker_id: str) -> None:
         self._heartbeats[(role, worker_id)] = time.monotonic()
 
-    def depth(self, role: Role) -> int:
-        return self._queues[role].qsize()
+    async def forget_worker(self, role: Role, worker_id: str) -> None:
+        self._heartbeats.pop((role, worker_id), None)

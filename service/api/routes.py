@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from atomthink.errors import Overloaded
+from atomthink.errors import BackendUnavailable, Overloaded
+from atomthink.queue import metrics as queue_metrics
 from service.api.parsing import read_solve_request
 from service.runtime import Runtime
 from service.schemas import ErrorResponse, SolveResponse
@@ -99,12 +100,20 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Readiness: models loaded (embedded) and at least one live worker of each role."""
-    workers = await runtime.workers_alive()
+    try:
+        workers = await runtime.workers_alive()
+    except BackendUnavailable as exc:
+        failure = {"ready": False, "workers": None, "queue": runtime.settings.queue, "error": exc.message}
+        return JSONResponse(failure, status_code=503)
     ready = all(count > 0 for count in workers.values())
     body = {"ready": ready, "workers": workers, "queue": runtime.settings.queue}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    with contextlib.suppress(BackendUnavailable):  # queue gauges keep their last value while the queue is down
+        for role, stats in (await runtime.client.queue_stats()).items():
+            queue_metrics.DEPTH.labels(role).set(stats.waiting)
+            queue_metrics.PENDING.labels(role).set(stats.pending)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

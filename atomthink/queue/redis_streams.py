@@ -1,0 +1,347 @@
+"""Step queue on Redis Streams: any number of gateways and workers on any number of nodes share the work.
+
+- One stream per role, one consumer group; a worker reads a batch with ``XREADGROUP COUNT B BLOCK T``.
+- Results go to the submitting gateway's reply stream, read by one listener task per gateway (no per-request polling).
+- A job is ``XACK``-ed (and deleted) only after its result is written; ``XAUTOCLAIM`` hands jobs idle longer than the
+  visibility timeout (a dead or stuck worker's) to a live worker; a job delivered more than ``max_deliveries`` times
+  goes to the dead-letter stream and its request gets a typed error.
+- Images are stored once per request under their content hash with a TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import redis.asyncio as redis
+from pydantic import TypeAdapter
+from redis.exceptions import RedisError, ResponseError
+
+from atomthink.errors import BackendUnavailable, JobTimeout, Overloaded
+from atomthink.protocol import (
+    Job,
+    JobError,
+    PolicyJob,
+    PolicyResult,
+    PrmJob,
+    PrmResult,
+    Result,
+    Role,
+)
+from atomthink.queue import metrics
+from atomthink.queue.base import QueueStats, image_id_for
+from atomthink.queue.keys import QueueKeys
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ROLES: tuple[Role, ...] = ("policy", "prm")
+JOB_TYPES: dict[Role, type[PolicyJob] | type[PrmJob]] = {"policy": PolicyJob, "prm": PrmJob}
+_RESULT = TypeAdapter(PolicyResult | PrmResult)
+REPLY_STREAM_MAXLEN = 100_000
+REPLY_STREAM_TTL_S = 3600
+CANCEL_TTL_S = 3600
+LISTEN_BLOCK_MS = 1000
+TAKE_BLOCK_MS = 500
+
+
+def _unavailable_on_redis_error(
+    method: Callable[Concatenate[RedisStepQueue, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[RedisStepQueue, P], Coroutine[Any, Any, T]]:
+    """Redis failures surface as the typed, recoverable ``BackendUnavailable``.
+
+    The consumer groups are re-checked on the next call: a restarted Redis without persistence has lost them.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: RedisStepQueue, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except RedisError as exc:
+            self._groups_ready = False
+            raise BackendUnavailable(f"queue unavailable: {exc}") from None
+
+    return wrapper
+
+
+def _role_of(job: Job) -> Role:
+    return "policy" if isinstance(job, PolicyJob) else "prm"
+
+
+def _failed_result(job: Job, error: JobError) -> Result:
+    if isinstance(job, PolicyJob):
+        return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
+    return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
+
+
+class RedisStepQueue:
+    """Satisfies ``JobClient`` (gateway side) and ``JobSource`` (worker side) over one Redis connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "atomthink",
+        max_queue_length: int = 10_000,
+        visibility_timeout_s: float = 30.0,
+        max_deliveries: int = 3,
+        image_ttl_s: int = 3600,
+        heartbeat_ttl_s: float = 10.0,
+    ) -> None:
+        # typed as Any: redis-py annotates every reply as the union of all RESP shapes
+        self.redis: Any = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        )
+        self.keys = QueueKeys(prefix)
+        self.max_queue_length = max_queue_length
+        self.visibility_ms = int(visibility_timeout_s * 1000)
+        self.max_deliveries = max_deliveries
+        self.image_ttl_s = image_ttl_s
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.gateway_id = uuid.uuid4().hex[:12]
+        self._reply_stream = self.keys.reply_stream(self.gateway_id)
+        self._waiting: dict[str, asyncio.Future[Result]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._groups_ready = False
+        # worker side: where each taken job came from, so ``reply`` can acknowledge it
+        self._deliveries: dict[str, tuple[Role, str]] = {}
+        self._reply_to: dict[str, str] = {}
+        self._last_claim: dict[Role, float] = {}
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(self._reply_stream)
+        await self.redis.aclose()
+
+    async def _ensure_groups(self) -> None:
+        if self._groups_ready:
+            return
+        for role in ROLES:
+            try:
+                await self.redis.xgroup_create(self.keys.stream(role), self.keys.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready = True
+
+    # --- gateway side -----------------------------------------------------------------------------
+    async def call(self, job: Job, timeout_s: float) -> Any:
+        role = _role_of(job)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name=f"reply-listener-{self.gateway_id}")
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting[job.job_id] = future
+        try:
+            try:
+                await self._ensure_groups()
+                if await self.redis.xlen(self.keys.stream(role)) >= self.max_queue_length:
+                    raise Overloaded(f"the {role} queue holds {self.max_queue_length} jobs", retry_after_s=2)
+                await self.redis.xadd(
+                    self.keys.stream(role), {"job": job.model_dump_json(), "reply_to": self._reply_stream}
+                )
+            except RedisError as exc:
+                self._groups_ready = False
+                raise BackendUnavailable(f"queue unavailable: {exc}") from None
+            try:
+                return await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                raise JobTimeout(f"no {role} worker answered within {timeout_s:.0f} s") from None
+        finally:
+            self._waiting.pop(job.job_id, None)
+
+    async def _listen(self) -> None:
+        """Resolve futures from this gateway's reply stream; survives Redis outages (jobs then time out)."""
+        last_id = "$"
+        while True:
+            try:
+                if last_id == "$":
+                    await self.redis.xadd(self._reply_stream, {"hello": "1"}, maxlen=REPLY_STREAM_MAXLEN)
+                    await self.redis.expire(self._reply_stream, REPLY_STREAM_TTL_S)
+                    last_id = "0"
+                response = await self.redis.xread({self._reply_stream: last_id}, count=256, block=LISTEN_BLOCK_MS)
+                for _, entries in response or []:
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        payload = fields.get(b"result")
+                        if payload is not None:
+                            self._resolve(_RESULT.validate_json(payload))
+                    await self.redis.xtrim(self._reply_stream, minid=last_id, approximate=True)
+                await self.redis.expire(self._reply_stream, REPLY_STREAM_TTL_S)
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:
+                log.warning("reply listener: %s; retrying", exc)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("reply listener: bad result message skipped")
+
+    def _resolve(self, result: Result) -> None:
+        future = self._waiting.get(result.job_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def cancel(self, request_id: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self.redis.set(self.keys.cancelled(request_id), b"1", ex=CANCEL_TTL_S)
+
+    @_unavailable_on_redis_error
+    async def put_image(self, data: bytes) -> str:
+        image_id = image_id_for(data)
+        await self.redis.set(self.keys.image(image_id), data, ex=self.image_ttl_s)
+        return image_id
+
+    @_unavailable_on_redis_error
+    async def workers_alive(self) -> dict[Role, int]:
+        since = time.time() - self.heartbeat_ttl_s
+        return {role: int(await self.redis.zcount(self.keys.workers(role), since, "+inf")) for role in ROLES}
+
+    @_unavailable_on_redis_error
+    async def queue_stats(self) -> dict[Role, QueueStats]:
+        await self._ensure_groups()
+        stats: dict[Role, QueueStats] = {}
+        for role in ROLES:
+            stream = self.keys.stream(role)
+            pending = int((await self.redis.xpending(stream, self.keys.group))["pending"])
+            stats[role] = QueueStats(waiting=int(await self.redis.xlen(stream)) - pending, pending=pending)
+        return stats
+
+    # --- worker side ------------------------------------------------------------------------------
+    @_unavailable_on_redis_error
+    async def take(self, role: Role, max_jobs: int, max_wait_s: float) -> list[Job]:
+        await self._ensure_groups()
+        jobs = await self._reclaim(role, max_jobs)
+        if not jobs:
+            jobs = await self._read(role, max_jobs, TAKE_BLOCK_MS)
+            if not jobs:
+                return []
+        deadline = time.monotonic() + max_wait_s
+        while len(jobs) < max_jobs:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            more = await self._read(role, max_jobs - len(jobs), remaining_ms)
+            if not more:
+                break
+            jobs += more
+        return jobs
+
+    async def _read(self, role: Role, count: int, block_ms: int) -> list[Job]:
+        """New jobs for this consumer; waits up to ``block_ms`` (at least 1: 0 would block forever)."""
+        response = await self.redis.xreadgroup(
+            self.keys.group, self._consumer(role), {self.keys.stream(role): ">"}, count=count, block=max(1, block_ms)
+        )
+        entries = [entry for _, batch in response or [] for entry in batch]
+        return [job for job in (self._accept(role, eid, fields) for eid, fields in entries) if job is not None]
+
+    def _consumer(self, role: Role) -> str:
+        return f"{role}-{self.gateway_id}"
+
+    def _accept(self, role: Role, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Job | None:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        try:
+            job = JOB_TYPES[role].model_validate_json(fields[b"job"])
+        except Exception:
+            log.exception("dropping malformed %s job %s", role, entry)
+            asyncio.get_running_loop().create_task(self._ack(role, entry))
+            return None
+        self._deliveries[job.job_id] = (role, entry)
+        self._reply_to[job.job_id] = fields.get(b"reply_to", b"").decode()
+        return job
+
+    async def _reclaim(self, role: Role, max_jobs: int) -> list[Job]:
+        """Jobs idle past the visibility timeout (their worker died or hung), claimed for this worker."""
+        now = time.monotonic()
+        if now - self._last_claim.get(role, 0.0) < self.visibility_ms / 4000:
+            return []
+        self._last_claim[role] = now
+        stream = self.keys.stream(role)
+        consumer = self._consumer(role)
+        _, claimed, *_ = await self.redis.xautoclaim(
+            stream, self.keys.group, consumer, min_idle_time=self.visibility_ms, start_id="0-0", count=max_jobs
+        )
+        jobs: list[Job] = []
+        for entry_id, fields in claimed:
+            if not fields:
+                continue
+            job = self._accept(role, entry_id, fields)
+            if job is None:
+                continue
+            entry = self._deliveries[job.job_id][1]
+            [pending] = await self.redis.xpending_range(stream, self.keys.group, min=entry, max=entry, count=1)
+            if pending["times_delivered"] > self.max_deliveries:
+                await self._dead_letter(job, pending["times_delivered"])
+                continue
+            metrics.REDELIVERIES.labels(role).inc()
+            jobs.append(job)
+        return jobs
+
+    async def _dead_letter(self, job: Job, deliveries: int) -> None:
+        role = _role_of(job)
+        reason = f"delivered {deliveries} times without a result (max {self.max_deliveries}); moved to dead letters"
+        await self.redis.xadd(
+            self.keys.dead_letters,
+            {"role": role, "job": job.model_dump_json(), "reason": reason},
+            maxlen=REPLY_STREAM_MAXLEN,
+        )
+        metrics.DEAD_LETTERS.labels(role).inc()
+        log.error("%s job %s of request %s: %s", role, job.job_id, job.request_id, reason)
+        await self.reply(job, _failed_result(job, JobError(code="dead_letter", message=reason, recoverable=False)))
+
+    @_unavailable_on_redis_error
+    async def reply(self, job: Job, result: Result) -> None:
+        reply_to = self._reply_to.pop(job.job_id, "")
+        if reply_to:
+            await self.redis.xadd(reply_to, {"result": result.model_dump_json()}, maxlen=REPLY_STREAM_MAXLEN)
+        await self.skip(job)
+
+    @_unavailable_on_redis_error
+    async def skip(self, job: Job) -> None:
+        """Acknowledge a job without a result (its request was cancelled)."""
+        self._reply_to.pop(job.job_id, None)
+        delivery = self._deliveries.pop(job.job_id, None)
+        if delivery is not None:
+            await self._ack(*delivery)
+
+    async def _ack(self, role: Role, entry: str) -> None:
+        stream = self.keys.stream(role)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, self.keys.group, entry)
+            pipe.xdel(stream, entry)
+            await pipe.execute()
+
+    @_unavailable_on_redis_error
+    async def is_cancelled(self, request_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.cancelled(request_id)))
+
+    @_unavailable_on_redis_error
+    async def get_image(self, image_id: str) -> bytes:
+        data = await self.redis.get(self.keys.image(image_id))
+        if data is None:
+            raise KeyError(f"image {image_id} expired or was never stored")
+        return bytes(data)
+
+    @_unavailable_on_redis_error
+    async def heartbeat(self, role: Role, worker_id: str) -> None:
+        now = time.time()
+        key = self.keys.workers(role)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {worker_id: now})
+            pipe.zremrangebyscore(key, "-inf", now - 10 * self.heartbeat_ttl_s)
+            await pipe.execute()
+
+    async def forget_worker(self, role: Role, worker_id: str) -> None:
+        """A worker that stops cleanly leaves the live set at once."""
+        with contextlib.suppress(RedisError):
+            await self.redis.zrem(self.keys.workers(role), worker_id)

@@ -1,0 +1,158 @@
+"""Policy backend over an OpenAI-compatible server (``vllm serve``): ``/v1/chat/completions``, one call per job.
+
+The jobs of a batch are sent concurrently; the server batches them. Sampling is always explicit (``temperature``,
+``top_p``, ``top_k``, ``seed``): fields left unset are filled from the model's generation config, which for some
+VLMs makes every candidate identical.
+
+Where the earlier steps go (``policy_history``):
+- ``user`` (default): inside the rendered user prompt, exactly as the transformers and vLLM in-process backends
+  and the AtomThink training records put them ("HISTORICAL REASONING STEPS: ...").
+- ``assistant``: the user prompt without history, then a final assistant message holding the steps so far,
+  continued with ``continue_final_message: true`` and ``add_generation_prompt: false``, for models that were
+  trained to continue their own step list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from atomthink.prompts import PromptPreset, resolve_prompt_preset
+from atomthink.protocol import Candidate
+from atomthink.settings import Settings
+from workers.backends.base import GenerationRequest
+from workers.backends.openai_wire import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ContentPart,
+    ImageUrl,
+    image_data_url,
+)
+from workers.backends.remote import RemoteClient, RemoteError
+from workers.backends.vllm_policy import candidate_from_output, engine_seed
+
+HistoryPlacement = Literal["user", "assistant"]
+
+
+def chat_request(
+    preset: PromptPreset, request: GenerationRequest, *, model: str, history: HistoryPlacement = "user"
+) -> ChatCompletionRequest:
+    """The chat completion request of one job."""
+    continue_steps = history == "assistant" and request.kind == "step" and bool(request.steps)
+    prompt = preset.render(request.kind, request.question, () if continue_steps else request.steps)
+    user: str | list[ContentPart] = prompt
+    if request.image is not None:
+        user = [
+            ContentPart(type="image_url", image_url=ImageUrl(url=image_data_url(request.image.convert("RGB")))),
+            ContentPart(type="text", text=prompt),
+        ]
+    messages = [ChatMessage(role="user", content=user)]
+    if continue_steps:
+        joiner = preset.history_joiner
+        messages.append(ChatMessage(role="assistant", content=joiner.join(request.steps) + joiner))
+    sampling = request.sampling
+    delimiter = preset.step_delimiter if request.kind == "step" else None
+    return ChatCompletionRequest(
+        model=model,
+        messages=messages,
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k if sampling.top_k > 0 else -1,
+        max_tokens=sampling.max_new_tokens,
+        stop=[delimiter] if delimiter is not None else [],
+        include_stop_str_in_output=delimiter is not None,
+        seed=engine_seed(sampling.seed, sampling.n),
+        continue_final_message=continue_steps,
+        add_generation_prompt=not continue_steps,
+        return_token_ids=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Child:
+    """A chat choice seen through ``vllm_policy.CompletionLike``."""
+
+    text: str
+    token_ids: Sequence[int]
+    finish_reason: str | None
+    stop_reason: int | str | None
+
+
+def candidates_from_response(response: ChatCompletionResponse, *, n: int, delimiter: str | None) -> list[Candidate]:
+    """``n`` candidates in choice order; token counts from ``token_ids`` or, without them, an even share."""
+    if len(response.choices) != n:
+        raise RemoteError(f"server returned {len(response.choices)} of {n} choices")
+    share = response.usage.completion_tokens // max(n, 1)
+    candidates = []
+    for choice in sorted(response.choices, key=lambda c: c.index):
+        candidates.append(candidate_from_output(_child(choice, share), delimiter=delimiter))
+    return candidates
+
+
+def _child(choice: ChatChoice, share: int) -> _Child:
+    ids = choice.token_ids if choice.token_ids is not None else [0] * share
+    return _Child(choice.message.content, ids, choice.finish_reason, choice.stop_reason)
+
+
+class OpenAIPolicy:
+    """``PolicyBackend`` over ``POST {policy_base_url}/chat/completions``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str,
+        preset: PromptPreset,
+        client: RemoteClient,
+        history: HistoryPlacement = "user",
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.preset = preset
+        self.history: HistoryPlacement = history
+        self._client = client
+        self._calls = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIPolicy:
+        if not settings.policy_base_url:
+            raise ValueError("policy_backend=openai needs ATOMTHINK_POLICY_BASE_URL")
+        client = RemoteClient(
+            settings.policy_base_url,
+            api_key=settings.openai_api_key,
+            timeout_s=settings.remote_timeout_s,
+            max_concurrency=settings.remote_max_concurrency,
+            name="openai-policy",
+        )
+        return cls(
+            settings.policy_base_url,
+            model=settings.policy_served_name,
+            preset=resolve_prompt_preset(settings.prompt_preset, settings.policy_model),
+            client=client,
+            history=settings.policy_history,
+        )
+
+    @property
+    def model_calls(self) -> int:
+        return self._calls
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        self._calls += 1
+        return self._client.run(self._generate_all(requests))
+
+    async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
+        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+
+    async def _generate_one(self, request: GenerationRequest) -> list[Candidate]:
+        payload = chat_request(self.preset, request, model=self.model, history=self.history)
+        response = await self._client.post(self.url, payload, ChatCompletionResponse)
+        delimiter = self.preset.step_delimiter if request.kind == "step" else None
+        return candidates_from_response(response, n=request.sampling.n, delimiter=delimiter)
+
+    def close(self) -> None:
+        self._client.close()
