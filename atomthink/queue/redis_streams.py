@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -21,7 +23,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as redis
 from pydantic import TypeAdapter
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from atomthink.errors import BackendUnavailable, JobTimeout, Overloaded
 from atomthink.protocol import (
@@ -96,9 +102,15 @@ class RedisStepQueue:
         image_ttl_s: int = 3600,
         heartbeat_ttl_s: float = 10.0,
     ) -> None:
-        # typed as Any: redis-py annotates every reply as the union of all RESP shapes
+        # typed as Any: redis-py annotates every reply as the union of all RESP shapes. Pooled connections die with
+        # a Redis restart: retrying on connection errors reconnects them instead of failing a request per socket.
         self.redis: Any = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+            url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self.keys = QueueKeys(prefix)
         self.max_queue_length = max_queue_length
@@ -246,7 +258,8 @@ class RedisStepQueue:
         return [job for job in (self._accept(role, eid, fields) for eid, fields in entries) if job is not None]
 
     def _consumer(self, role: Role) -> str:
-        return f"{role}-{self.gateway_id}"
+        """Consumer name in the group: says which host and process hold a pending job."""
+        return f"{role}-{socket.gethostname()}-{os.getpid()}-{self.gateway_id}"
 
     def _accept(self, role: Role, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Job | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
