@@ -123,13 +123,16 @@ class RedisStepQueue:
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._groups_ready = False
+        self._closing = False
         # worker side: where each taken job came from, so ``reply`` can acknowledge it
         self._deliveries: dict[str, tuple[Role, str]] = {}
         self._reply_to: dict[str, str] = {}
         self._last_claim: dict[Role, float] = {}
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
+            # redis-py may turn a cancel during a blocking read into a timeout: the flag ends the loop either way
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
@@ -176,7 +179,7 @@ class RedisStepQueue:
     async def _listen(self) -> None:
         """Resolve futures from this gateway's reply stream; survives Redis outages (jobs then time out)."""
         last_id = "$"
-        while True:
+        while not self._closing:
             try:
                 if last_id == "$":
                     await self.redis.xadd(self._reply_stream, {"hello": "1"}, maxlen=REPLY_STREAM_MAXLEN)
@@ -194,6 +197,8 @@ class RedisStepQueue:
             except asyncio.CancelledError:
                 raise
             except RedisError as exc:
+                if self._closing:
+                    return
                 log.warning("reply listener: %s; retrying", exc)
                 await asyncio.sleep(0.5)
             except Exception:

@@ -1,0 +1,135 @@
+"""The Redis Streams queue on a real Redis: acknowledgement, redelivery, dead letters, limits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from atomthink.errors import Overloaded
+from atomthink.protocol import JobError, PolicyJob, PolicyResult, PrmJob, PrmResult, SamplingParams
+from atomthink.queue.redis_streams import RedisStepQueue
+from tests.conftest import TEST_REDIS_URL
+
+pytestmark = pytest.mark.integration
+
+
+def _job(request_id: str = "req") -> PolicyJob:
+    return PolicyJob(request_id=request_id, question="What is A?", sampling=SamplingParams(n=2))
+
+
+@contextlib.asynccontextmanager
+async def three_queues(prefix: str) -> AsyncIterator[tuple[RedisStepQueue, RedisStepQueue, RedisStepQueue]]:
+    """A gateway-side queue and two worker-side queues (as if in three processes) sharing one prefix."""
+    made = [
+        RedisStepQueue(TEST_REDIS_URL, prefix=prefix, visibility_timeout_s=0.3, max_deliveries=2, max_queue_length=5)
+        for _ in range(3)
+    ]
+    try:
+        yield made[0], made[1], made[2]
+    finally:
+        for queue in made:
+            await queue.close()
+
+
+async def test_result_travels_back_and_the_job_is_acknowledged(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        call = asyncio.create_task(gateway.call(_job(), timeout_s=10))
+        [job] = await worker.take("policy", max_jobs=8, max_wait_s=0.05)
+        assert isinstance(job, PolicyJob) and job.sampling.n == 2
+        await worker.reply(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))
+        result = await call
+        assert isinstance(result, PolicyResult) and result.job_id == job.job_id and result.error is None
+        stats = await gateway.queue_stats()
+        assert stats["policy"].waiting == 0 and stats["policy"].pending == 0
+
+
+async def test_a_batch_collects_jobs_from_several_requests(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        calls = [asyncio.create_task(gateway.call(_job(f"r{i}"), timeout_s=10)) for i in range(4)]
+        await asyncio.sleep(0.1)
+        jobs = await worker.take("policy", max_jobs=8, max_wait_s=0.05)
+        assert sorted(job.request_id for job in jobs) == ["r0", "r1", "r2", "r3"]
+        for job in jobs:
+            await worker.reply(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))
+        await asyncio.gather(*calls)
+
+
+async def test_unacknowledged_job_is_redelivered_then_dead_lettered(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, stuck_worker, live_worker = queues
+        call = asyncio.create_task(gateway.call(_job(), timeout_s=10))
+        [first] = await stuck_worker.take("policy", 1, 0.0)  # taken, never answered: the worker hung or died
+        await asyncio.sleep(0.35)
+        [again] = await live_worker.take("policy", 1, 0.0)  # claimed after the visibility timeout
+        assert again.job_id == first.job_id
+        await asyncio.sleep(0.35)
+        live_worker._last_claim.clear()  # let this worker run its claim pass now rather than in a quarter timeout
+        assert await live_worker.take("policy", 1, 0.0) == []  # third delivery > max_deliveries: dead letter
+        result = await call
+        assert result.error == JobError(code="dead_letter", message=result.error.message, recoverable=False)
+        client = redis.asyncio.Redis.from_url(TEST_REDIS_URL)
+        try:
+            [(_, fields)] = await client.xrange(f"{redis_prefix}:dead")
+            assert fields[b"role"] == b"policy" and b"delivered 3 times" in fields[b"reason"]
+            assert await client.xlen(f"{redis_prefix}:stream:policy") == 0
+        finally:
+            await client.aclose()
+
+
+async def test_queue_length_limit_answers_overloaded(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, _, _ = queues
+        calls = [asyncio.create_task(gateway.call(_job(f"r{i}"), timeout_s=5)) for i in range(5)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(Overloaded):
+            await gateway.call(_job("one-too-many"), timeout_s=5)
+        for call in calls:
+            call.cancel()
+
+
+async def test_cancelled_requests_are_skipped_and_acknowledged(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        call = asyncio.create_task(gateway.call(PrmJob(request_id="gone", question="q", paths=[["a"]]), timeout_s=1))
+        await asyncio.sleep(0.05)
+        await gateway.cancel("gone")
+        [job] = await worker.take("prm", 4, 0.0)
+        assert await worker.is_cancelled(job.request_id)
+        await worker.skip(job)
+        assert (await gateway.queue_stats())["prm"].pending == 0
+        call.cancel()
+
+
+async def test_images_are_stored_once_under_their_hash(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        first = await gateway.put_image(b"\x89PNG fake bytes")
+        assert await gateway.put_image(b"\x89PNG fake bytes") == first
+        assert await worker.get_image(first) == b"\x89PNG fake bytes"
+        with pytest.raises(KeyError):
+            await worker.get_image("0" * 64)
+
+
+async def test_heartbeats_count_live_workers(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, other = queues
+        await worker.heartbeat("policy", "w1")
+        await other.heartbeat("prm", "w2")
+        assert await gateway.workers_alive() == {"policy": 1, "prm": 1}
+        await worker.forget_worker("policy", "w1")
+        assert await gateway.workers_alive() == {"policy": 0, "prm": 1}
+
+
+async def test_prm_results_round_trip(redis_prefix: str) -> None:
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        call = asyncio.create_task(gateway.call(PrmJob(request_id="r", question="q", paths=[["a", "b"]]), 10))
+        [job] = await worker.take("prm", 4, 0.0)
+        await worker.reply(job, PrmResult(job_id=job.job_id, request_id="r", scores=[[0.25, 0.75]]))
+        assert (await call).scores == [[0.25, 0.75]]
