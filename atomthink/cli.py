@@ -65,6 +65,14 @@ def _worker(args: argparse.Namespace) -> None:
     asyncio.run(run_worker(args.role, settings))
 
 
+def _openai_server(args: argparse.Namespace) -> None:
+    from workers.openai_server import serve_openai
+
+    settings = settings_from_args(args, (*MODEL_FLAGS, "policy_served_name", "prm_served_name"))
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    serve_openai(settings, roles, args.host, args.port, args.log_level.lower())
+
+
 def add_queue_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", metavar="URL", help="use the Redis queue at URL (e.g. redis://127.0.0.1:6379/0)")
     parser.add_argument("--key-prefix", dest="key_prefix", help="prefix of every Redis key (default: atomthink)")
@@ -92,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, help="how long to fill a batch")
     worker.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus port (0: off)")
     worker.set_defaults(func=_worker)
+
+    openai = commands.add_parser(
+        "openai-server", help="OpenAI-compatible server over the transformers backends (a CPU stand-in for vLLM)"
+    )
+    openai.add_argument("--host", default="127.0.0.1")
+    openai.add_argument("--port", type=int, default=8001)
+    openai.add_argument("--roles", default="policy,prm", help="models to serve: policy, prm or both (default)")
+    add_model_flags(openai)
+    openai.add_argument("--policy-name", dest="policy_served_name", help="served name of the policy")
+    openai.add_argument("--prm-name", dest="prm_served_name", help="served name of the PRM")
+    openai.set_defaults(func=_openai_server)
     return parser
 
 

@@ -18,23 +18,10 @@ from atomthink.settings import Settings
 from service.orchestrator.solver import Solver
 from service.schemas import SolveParams, SolveResponse
 from workers.backends.base import PolicyBackend, StepScorer
+from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.worker import PolicyWorker, PrmWorker
 
 log = logging.getLogger(__name__)
-
-
-def load_policy(settings: Settings) -> PolicyBackend:
-    from workers.backends.hf_policy import TransformersPolicy
-
-    return TransformersPolicy(
-        settings.policy_model, preset=settings.prompt_preset, device=settings.device, dtype=settings.dtype
-    )
-
-
-def load_prm(settings: Settings) -> StepScorer:
-    from workers.backends.hf_prm import TransformersPrm
-
-    return TransformersPrm(settings.prm_model, preset=settings.prm_preset, device=settings.device, dtype=settings.dtype)
 
 
 def make_queue(settings: Settings) -> InMemoryStepQueue | RedisStepQueue:
@@ -96,11 +83,14 @@ async def build_runtime(
         torch.set_num_threads(settings.torch_threads)
     queue = make_queue(settings)
     workers: list[PolicyWorker | PrmWorker] = []
+    owned: list[object] = []  # backends loaded here are closed here; given ones belong to the caller
     if with_workers:
         if policy is None:
             policy = await asyncio.to_thread(load_policy, settings)
+            owned.append(policy)
         if prm is None:
             prm = await asyncio.to_thread(load_prm, settings)
+            owned.append(prm)
         workers = [make_policy_worker(queue, policy, settings), make_prm_worker(queue, prm, settings)]
     tasks = [asyncio.create_task(worker.run(), name=worker.worker_id) for worker in workers]
     try:
@@ -110,6 +100,8 @@ async def build_runtime(
             worker.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.close()
+        for backend in owned:
+            close_backend(backend)
 
 
 def embedded_runtime(settings: Settings) -> contextlib.AbstractAsyncContextManager[Runtime]:

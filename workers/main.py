@@ -10,7 +10,8 @@ from prometheus_client import start_http_server
 
 from atomthink.protocol import Role
 from atomthink.settings import Settings
-from service.runtime import load_policy, load_prm, make_policy_worker, make_prm_worker, make_queue
+from service.runtime import make_policy_worker, make_prm_worker, make_queue
+from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.worker import PolicyWorker, PrmWorker
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,13 @@ async def run_worker(role: Role, settings: Settings) -> None:
         torch.set_num_threads(settings.torch_threads)
     queue = make_queue(settings)
     worker: PolicyWorker | PrmWorker
+    backend: object
     if role == "policy":
-        worker = make_policy_worker(queue, await asyncio.to_thread(load_policy, settings), settings)
+        backend = await asyncio.to_thread(load_policy, settings)
+        worker = make_policy_worker(queue, backend, settings)  # type: ignore[arg-type]
     else:
-        worker = make_prm_worker(queue, await asyncio.to_thread(load_prm, settings), settings)
+        backend = await asyncio.to_thread(load_prm, settings)
+        worker = make_prm_worker(queue, backend, settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -40,4 +44,5 @@ async def run_worker(role: Role, settings: Settings) -> None:
         await worker.run()
     finally:
         await queue.close()
+        close_backend(backend)
     log.info("%s worker %s stopped", role, worker.worker_id)

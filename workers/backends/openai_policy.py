@@ -15,9 +15,12 @@ Where the earlier steps go (``policy_history``):
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from PIL import Image
 
 from atomthink.prompts import PromptPreset, resolve_prompt_preset
 from atomthink.protocol import Candidate
@@ -38,16 +41,43 @@ from workers.backends.vllm_policy import candidate_from_output, engine_seed
 HistoryPlacement = Literal["user", "assistant"]
 
 
+class DataUrlCache:
+    """PNG data URLs of recently seen images, so the jobs of one request (which share the decoded image object)
+    encode it once. Holds the images it maps, which keeps their ``id`` from being reused."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[int, tuple[Image.Image, str]] = OrderedDict()
+
+    def get(self, image: Image.Image) -> str:
+        hit = self._items.get(id(image))
+        if hit is not None and hit[0] is image:
+            self._items.move_to_end(id(image))
+            return hit[1]
+        url = image_data_url(image.convert("RGB"))
+        self._items[id(image)] = (image, url)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return url
+
+
 def chat_request(
-    preset: PromptPreset, request: GenerationRequest, *, model: str, history: HistoryPlacement = "user"
+    preset: PromptPreset,
+    request: GenerationRequest,
+    *,
+    model: str,
+    history: HistoryPlacement = "user",
+    image_url: str | None = None,
 ) -> ChatCompletionRequest:
-    """The chat completion request of one job."""
+    """The chat completion request of one job (``image_url``: the image's data URL, when already encoded)."""
     continue_steps = history == "assistant" and request.kind == "step" and bool(request.steps)
     prompt = preset.render(request.kind, request.question, () if continue_steps else request.steps)
     user: str | list[ContentPart] = prompt
     if request.image is not None:
         user = [
-            ContentPart(type="image_url", image_url=ImageUrl(url=image_data_url(request.image.convert("RGB")))),
+            ContentPart(
+                type="image_url", image_url=ImageUrl(url=image_url or image_data_url(request.image.convert("RGB")))
+            ),
             ContentPart(type="text", text=prompt),
         ]
     messages = [ChatMessage(role="user", content=user)]
@@ -117,6 +147,7 @@ class OpenAIPolicy:
         self.history: HistoryPlacement = history
         self._client = client
         self._calls = 0
+        self._images = DataUrlCache()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIPolicy:
@@ -149,7 +180,8 @@ class OpenAIPolicy:
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
 
     async def _generate_one(self, request: GenerationRequest) -> list[Candidate]:
-        payload = chat_request(self.preset, request, model=self.model, history=self.history)
+        url = self._images.get(request.image) if request.image is not None else None
+        payload = chat_request(self.preset, request, model=self.model, history=self.history, image_url=url)
         response = await self._client.post(self.url, payload, ChatCompletionResponse)
         delimiter = self.preset.step_delimiter if request.kind == "step" else None
         return candidates_from_response(response, n=request.sampling.n, delimiter=delimiter)
