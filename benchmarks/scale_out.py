@@ -96,10 +96,11 @@ async def queue_overhead(url: str, jobs: int, concurrency: int) -> None:
 
     async def serve() -> None:
         while not stop.is_set():
-            for job in await worker.take("policy", 64, 0.0):
+            jobs = await worker.take("policy", 64, 0.0)
+            for job in jobs:
                 pickups.append((time.time() - job.enqueued_at) * 1000)
                 replies_written[job.job_id] = time.perf_counter()
-                await worker.reply(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))
+            await worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id)) for job in jobs])
 
     async def submit(i: int) -> None:
         job = PolicyJob(request_id=f"r{i}", question="q", sampling=SamplingParams())

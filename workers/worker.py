@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from atomthink.errors import BackendUnavailable
 from atomthink.protocol import (
     Candidate,
+    Job,
     JobError,
     PolicyJob,
     PolicyResult,
@@ -107,17 +108,22 @@ class _BatchWorker(Generic[J]):
         compute_ms = (time.perf_counter() - started) * 1000
         metrics.MODEL_CALL_SECONDS.labels(self.role).observe(compute_ms / 1000)
         metrics.BATCH_JOBS.labels(self.role).observe(len(live))
-        for job, result in zip(live, results, strict=True):
-            stamped = result.model_copy(
-                update={
-                    "worker_id": self.worker_id,
-                    "batch_size": len(live),
-                    "queue_ms": max(0.0, (picked_at - job.enqueued_at) * 1000),
-                    "compute_ms": compute_ms,
-                }
+        answers: list[tuple[Job, Result]] = [
+            (
+                job,
+                result.model_copy(
+                    update={
+                        "worker_id": self.worker_id,
+                        "batch_size": len(live),
+                        "queue_ms": max(0.0, (picked_at - job.enqueued_at) * 1000),
+                        "compute_ms": compute_ms,
+                    }
+                ),
             )
-            await self.source.reply(job, stamped)
-            metrics.JOBS.labels(self.role, outcome).inc()
+            for job, result in zip(live, results, strict=True)
+        ]
+        await self.source.reply(answers)
+        metrics.JOBS.labels(self.role, outcome).inc(len(answers))
 
     async def run_batch(self, jobs: Sequence[J]) -> list[Result]:
         raise NotImplementedError

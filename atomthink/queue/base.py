@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, overload
 
@@ -62,8 +63,8 @@ class JobSource(Protocol):
         """
         ...
 
-    async def reply(self, job: Job, result: Result) -> None:
-        """Deliver a result to the job's requester (and only then acknowledge the job)."""
+    async def reply(self, answers: Sequence[tuple[Job, Result]]) -> None:
+        """Deliver each result to its job's requester, and only then acknowledge the jobs."""
         ...
 
     async def skip(self, job: Job) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from atomthink.errors import JobTimeout, Overloaded
@@ -98,10 +99,11 @@ class InMemoryStepQueue:
                 break
         return jobs
 
-    async def reply(self, job: Job, result: Result) -> None:
-        future = self._waiting.get(job.job_id)
-        if future is not None and not future.done():
-            future.set_result(result)
+    async def reply(self, answers: Sequence[tuple[Job, Result]]) -> None:
+        for job, result in answers:
+            future = self._waiting.get(job.job_id)
+            if future is not None and not future.done():
+                future.set_result(result)
 
     async def skip(self, job: Job) -> None:
         """Nothing to acknowledge in memory."""

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as redis
@@ -315,22 +315,34 @@ class RedisStepQueue:
         )
         metrics.DEAD_LETTERS.labels(role).inc()
         log.error("%s job %s of request %s: %s", role, job.job_id, job.request_id, reason)
-        await self.reply(job, _failed_result(job, JobError(code="dead_letter", message=reason, recoverable=False)))
+        await self.reply([(job, _failed_result(job, JobError(code="dead_letter", message=reason, recoverable=False)))])
 
     @_unavailable_on_redis_error
-    async def reply(self, job: Job, result: Result) -> None:
-        reply_to = self._reply_to.pop(job.job_id, "")
-        if reply_to:
-            await self.redis.xadd(reply_to, {"result": result.model_dump_json()}, maxlen=REPLY_STREAM_MAXLEN)
-        await self.skip(job)
+    async def reply(self, answers: Sequence[tuple[Job, Result]]) -> None:
+        """Write every result to its gateway's reply stream, then acknowledge the jobs: one round trip in all."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job, result in answers:
+                reply_to = self._reply_to.pop(job.job_id, "")
+                if reply_to:
+                    pipe.xadd(reply_to, {"result": result.model_dump_json()}, maxlen=REPLY_STREAM_MAXLEN)
+                self._queue_ack(pipe, job)
+            await pipe.execute()
 
     @_unavailable_on_redis_error
     async def skip(self, job: Job) -> None:
         """Acknowledge a job without a result (its request was cancelled)."""
         self._reply_to.pop(job.job_id, None)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._queue_ack(pipe, job)
+            await pipe.execute()
+
+    def _queue_ack(self, pipe: Any, job: Job) -> None:
+        """Add XACK and XDEL of a taken job to ``pipe`` (after its reply, if any)."""
         delivery = self._deliveries.pop(job.job_id, None)
         if delivery is not None:
-            await self._ack(*delivery)
+            role, entry = delivery
+            pipe.xack(self.keys.stream(role), self.keys.group, entry)
+            pipe.xdel(self.keys.stream(role), entry)
 
     async def _ack(self, role: Role, entry: str) -> None:
         stream = self.keys.stream(role)

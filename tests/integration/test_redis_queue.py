@@ -41,7 +41,7 @@ async def test_result_travels_back_and_the_job_is_acknowledged(redis_prefix: str
         call = asyncio.create_task(gateway.call(_job(), timeout_s=10))
         [job] = await worker.take("policy", max_jobs=8, max_wait_s=0.05)
         assert isinstance(job, PolicyJob) and job.sampling.n == 2
-        await worker.reply(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))
+        await worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
         result = await call
         assert isinstance(result, PolicyResult) and result.job_id == job.job_id and result.error is None
         stats = await gateway.queue_stats()
@@ -56,7 +56,7 @@ async def test_a_batch_collects_jobs_from_several_requests(redis_prefix: str) ->
         jobs = await worker.take("policy", max_jobs=8, max_wait_s=0.05)
         assert sorted(job.request_id for job in jobs) == ["r0", "r1", "r2", "r3"]
         for job in jobs:
-            await worker.reply(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))
+            await worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
         await asyncio.gather(*calls)
 
 
@@ -131,5 +131,5 @@ async def test_prm_results_round_trip(redis_prefix: str) -> None:
         gateway, worker, _ = queues
         call = asyncio.create_task(gateway.call(PrmJob(request_id="r", question="q", paths=[["a", "b"]]), 10))
         [job] = await worker.take("prm", 4, 0.0)
-        await worker.reply(job, PrmResult(job_id=job.job_id, request_id="r", scores=[[0.25, 0.75]]))
+        await worker.reply([(job, PrmResult(job_id=job.job_id, request_id="r", scores=[[0.25, 0.75]]))])
         assert (await call).scores == [[0.25, 0.75]]
