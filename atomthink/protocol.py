@@ -108,3 +108,8 @@ class PrmResult(_Result):
 
 Job = PolicyJob | PrmJob
 Result = PolicyResult | PrmResult
+
+
+def role_of(job: Job) -> Role:
+    """Which workers serve ``job``."""
+    return "policy" if isinstance(job, PolicyJob) else "prm"

@@ -92,6 +92,25 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def _llama_config(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, heads: int, max_positions: int
+) -> LlamaConfig:
+    """A tiny Llama decoder over the character tokenizer (the policy's text model and the PRM)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
 def build_tiny_policy(out_dir: str | Path, shape: TinyPolicyShape = TinyPolicyShape(), seed: int = 0) -> Path:
     """Write a randomly initialised tiny LLaVA checkpoint with its processor; returns the directory."""
     torch.manual_seed(seed)
@@ -105,19 +124,7 @@ def build_tiny_policy(out_dir: str | Path, shape: TinyPolicyShape = TinyPolicySh
         patch_size=shape.patch_size,
         projection_dim=shape.vision_hidden,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape.text_hidden,
-        intermediate_size=shape.text_hidden * 2,
-        num_hidden_layers=shape.text_layers,
-        num_attention_heads=shape.text_heads,
-        num_key_value_heads=shape.text_heads,
-        max_position_embeddings=shape.max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
+    text = _llama_config(tokenizer, shape.text_hidden, shape.text_layers, shape.text_heads, shape.max_positions)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -154,19 +161,7 @@ def build_tiny_prm(out_dir: str | Path, shape: TinyPrmShape = TinyPrmShape(), se
     """Write a randomly initialised tiny causal-LM PRM (Math-Shepherd-style ``ки`` tag, ``+``/``-`` labels)."""
     torch.manual_seed(seed)
     tokenizer = char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape.hidden,
-        intermediate_size=shape.hidden * 2,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.heads,
-        max_position_embeddings=shape.max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
+    config = _llama_config(tokenizer, shape.hidden, shape.layers, shape.heads, shape.max_positions)
     model = LlamaForCausalLM(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, overload
 
-from atomthink.protocol import Job, PolicyJob, PolicyResult, PrmJob, PrmResult, Result, Role
+from atomthink.errors import JobTimeout
+from atomthink.protocol import Job, PolicyJob, PolicyResult, PrmJob, PrmResult, Result, Role, role_of
 
 R = TypeVar("R", bound=Result)
 
@@ -18,6 +20,32 @@ class QueueStats:
 
     waiting: int
     pending: int
+
+
+class PendingReplies:
+    """The gateway side's futures: one per submitted job, resolved when its result arrives."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, asyncio.Future[Result]] = {}
+
+    async def submit(self, job: Job, enqueue: Callable[[], Awaitable[None]], timeout_s: float) -> Result:
+        """Register the job, run ``enqueue`` and wait for the result; raises ``JobTimeout`` after ``timeout_s``."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._futures[job.job_id] = future
+        try:
+            await enqueue()
+            try:
+                return await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                raise JobTimeout(f"no {role_of(job)} worker answered within {timeout_s:.0f} s") from None
+        finally:
+            self._futures.pop(job.job_id, None)
+
+    def resolve(self, result: Result) -> None:
+        """Hand a result to its waiting caller; results nobody waits for (late duplicates) are dropped."""
+        future = self._futures.get(result.job_id)
+        if future is not None and not future.done():
+            future.set_result(result)
 
 
 def image_id_for(data: bytes) -> str:

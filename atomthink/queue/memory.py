@@ -8,9 +8,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from atomthink.errors import JobTimeout, Overloaded
-from atomthink.protocol import Job, PolicyJob, Result, Role
-from atomthink.queue.base import QueueStats, image_id_for
+from atomthink.errors import Overloaded
+from atomthink.protocol import Job, Result, Role, role_of
+from atomthink.queue.base import PendingReplies, QueueStats, image_id_for
 
 POLL_INTERVAL_S = 0.5
 
@@ -26,7 +26,7 @@ class InMemoryStepQueue:
             "policy": asyncio.Queue(max_queued),
             "prm": asyncio.Queue(max_queued),
         }
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._pending = PendingReplies()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._images: OrderedDict[str, bytes] = OrderedDict()
         self._max_images = max_images
@@ -38,20 +38,15 @@ class InMemoryStepQueue:
 
     # --- gateway side -----------------------------------------------------------------------------
     async def call(self, job: Job, timeout_s: float) -> Any:
-        role: Role = "policy" if isinstance(job, PolicyJob) else "prm"
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting[job.job_id] = future
-        try:
+        queue = self._queues[role_of(job)]
+
+        async def enqueue() -> None:
             try:
-                self._queues[role].put_nowait(job)
+                queue.put_nowait(job)
             except asyncio.QueueFull:
-                raise Overloaded(f"the {role} queue holds {self._queues[role].maxsize} jobs", retry_after_s=2) from None
-            try:
-                return await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
-                raise JobTimeout(f"no {role} worker answered within {timeout_s:.0f} s") from None
-        finally:
-            self._waiting.pop(job.job_id, None)
+                raise Overloaded(f"the {role_of(job)} queue holds {queue.maxsize} jobs", retry_after_s=2) from None
+
+        return await self._pending.submit(job, enqueue, timeout_s)
 
     async def cancel(self, request_id: str) -> None:
         self._cancelled[request_id] = None
@@ -100,10 +95,8 @@ class InMemoryStepQueue:
         return jobs
 
     async def reply(self, answers: Sequence[tuple[Job, Result]]) -> None:
-        for job, result in answers:
-            future = self._waiting.get(job.job_id)
-            if future is not None and not future.done():
-                future.set_result(result)
+        for _, result in answers:
+            self._pending.resolve(result)
 
     async def skip(self, job: Job) -> None:
         """Nothing to acknowledge in memory."""

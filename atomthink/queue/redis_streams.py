@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from atomthink.errors import BackendUnavailable, JobTimeout, Overloaded
+from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.protocol import (
     Job,
     JobError,
@@ -39,9 +39,10 @@ from atomthink.protocol import (
     PrmResult,
     Result,
     Role,
+    role_of,
 )
 from atomthink.queue import metrics
-from atomthink.queue.base import QueueStats, image_id_for
+from atomthink.queue.base import PendingReplies, QueueStats, image_id_for
 from atomthink.queue.keys import QueueKeys
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,6 @@ def _unavailable_on_redis_error(
             raise BackendUnavailable(f"queue unavailable: {exc}") from None
 
     return wrapper
-
-
-def _role_of(job: Job) -> Role:
-    return "policy" if isinstance(job, PolicyJob) else "prm"
 
 
 def _failed_result(job: Job, error: JobError) -> Result:
@@ -120,7 +117,7 @@ class RedisStepQueue:
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.gateway_id = uuid.uuid4().hex[:12]
         self._reply_stream = self.keys.reply_stream(self.gateway_id)
-        self._waiting: dict[str, asyncio.Future[Result]] = {}
+        self._pending = PendingReplies()
         self._listener: asyncio.Task[None] | None = None
         self._groups_ready = False
         self._closing = False
@@ -153,28 +150,17 @@ class RedisStepQueue:
 
     # --- gateway side -----------------------------------------------------------------------------
     async def call(self, job: Job, timeout_s: float) -> Any:
-        role = _role_of(job)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name=f"reply-listener-{self.gateway_id}")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting[job.job_id] = future
-        try:
-            try:
-                await self._ensure_groups()
-                if await self.redis.xlen(self.keys.stream(role)) >= self.max_queue_length:
-                    raise Overloaded(f"the {role} queue holds {self.max_queue_length} jobs", retry_after_s=2)
-                await self.redis.xadd(
-                    self.keys.stream(role), {"job": job.model_dump_json(), "reply_to": self._reply_stream}
-                )
-            except RedisError as exc:
-                self._groups_ready = False
-                raise BackendUnavailable(f"queue unavailable: {exc}") from None
-            try:
-                return await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
-                raise JobTimeout(f"no {role} worker answered within {timeout_s:.0f} s") from None
-        finally:
-            self._waiting.pop(job.job_id, None)
+        return await self._pending.submit(job, lambda: self._enqueue(job), timeout_s)
+
+    @_unavailable_on_redis_error
+    async def _enqueue(self, job: Job) -> None:
+        stream = self.keys.stream(role_of(job))
+        await self._ensure_groups()
+        if await self.redis.xlen(stream) >= self.max_queue_length:
+            raise Overloaded(f"the {role_of(job)} queue holds {self.max_queue_length} jobs", retry_after_s=2)
+        await self.redis.xadd(stream, {"job": job.model_dump_json(), "reply_to": self._reply_stream})
 
     async def _listen(self) -> None:
         """Resolve futures from this gateway's reply stream; survives Redis outages (jobs then time out)."""
@@ -191,7 +177,7 @@ class RedisStepQueue:
                         last_id = entry_id
                         payload = fields.get(b"result")
                         if payload is not None:
-                            self._resolve(_RESULT.validate_json(payload))
+                            self._pending.resolve(_RESULT.validate_json(payload))
                     await self.redis.xtrim(self._reply_stream, minid=last_id, approximate=True)
                 await self.redis.expire(self._reply_stream, REPLY_STREAM_TTL_S)
             except asyncio.CancelledError:
@@ -203,11 +189,6 @@ class RedisStepQueue:
                 await asyncio.sleep(0.5)
             except Exception:
                 log.exception("reply listener: bad result message skipped")
-
-    def _resolve(self, result: Result) -> None:
-        future = self._waiting.get(result.job_id)
-        if future is not None and not future.done():
-            future.set_result(result)
 
     async def cancel(self, request_id: str) -> None:
         with contextlib.suppress(RedisError):
@@ -306,7 +287,7 @@ class RedisStepQueue:
         return jobs
 
     async def _dead_letter(self, job: Job, deliveries: int) -> None:
-        role = _role_of(job)
+        role = role_of(job)
         reason = f"delivered {deliveries} times without a result (max {self.max_deliveries}); moved to dead letters"
         await self.redis.xadd(
             self.keys.dead_letters,

@@ -5,9 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from atomthink.errors import JobFailed
-from atomthink.protocol import Candidate, PolicyJob, PolicyResult, PrmJob, PromptKind, Result, SamplingParams
+from atomthink.protocol import (
+    Candidate,
+    PolicyJob,
+    PolicyResult,
+    PrmJob,
+    PrmResult,
+    PromptKind,
+    Result,
+    SamplingParams,
+    role_of,
+)
 from atomthink.queue.base import JobClient
 from service import metrics
 
@@ -82,13 +93,26 @@ class QueueExpander:
         self._jobs += 1
         return (self.seed * 1_000_003 + self._jobs) % (2**31 - 1)
 
-    def _check(self, result: Result) -> None:
-        self.stats.queue_s += result.queue_ms / 1000
-        role = "policy" if isinstance(result, PolicyResult) else "prm"
+    @overload
+    async def _call(self, job: PolicyJob, clock: _BusyClock) -> PolicyResult: ...
+    @overload
+    async def _call(self, job: PrmJob, clock: _BusyClock) -> PrmResult: ...
+    async def _call(self, job: PolicyJob | PrmJob, clock: _BusyClock) -> Result:
+        """Run one job through the queue, timed and accounted; a worker's typed failure becomes ``JobFailed``."""
+        role = role_of(job)
+        clock.enter()
+        started = time.perf_counter()
+        try:
+            result: Result = await self.client.call(job, self.job_timeout_s)
+        finally:
+            clock.leave()
+        metrics.JOB_LATENCY.labels(role).observe(time.perf_counter() - started)
         metrics.QUEUE_WAIT.labels(role).observe(result.queue_ms / 1000)
         metrics.JOB_BATCH_SIZE.labels(role).observe(result.batch_size)
+        self.stats.queue_s += result.queue_ms / 1000
         if result.error is not None:
             raise JobFailed(f"{result.error.code}: {result.error.message}")
+        return result
 
     async def propose(
         self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
@@ -112,14 +136,7 @@ class QueueExpander:
             sampling=params,
         )
         self.stats.policy_calls += 1
-        self.stats.policy_clock.enter()
-        started = time.perf_counter()
-        try:
-            result = await self.client.call(job, self.job_timeout_s)
-        finally:
-            self.stats.policy_clock.leave()
-        metrics.JOB_LATENCY.labels("policy").observe(time.perf_counter() - started)
-        self._check(result)
+        result = await self._call(job, self.stats.policy_clock)
         if len(result.candidates) != n:
             raise JobFailed(f"policy worker returned {len(result.candidates)} candidates for n={n}")
         self.stats.generated_tokens += sum(c.num_tokens for c in result.candidates)
@@ -128,14 +145,7 @@ class QueueExpander:
     async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
         job = PrmJob(request_id=self.request_id, question=self.question, paths=[list(p) for p in paths])
         self.stats.prm_calls += 1
-        self.stats.prm_clock.enter()
-        started = time.perf_counter()
-        try:
-            result = await self.client.call(job, self.job_timeout_s)
-        finally:
-            self.stats.prm_clock.leave()
-        metrics.JOB_LATENCY.labels("prm").observe(time.perf_counter() - started)
-        self._check(result)
+        result = await self._call(job, self.stats.prm_clock)
         if [len(s) for s in result.scores] != [len(p) for p in paths]:
             raise JobFailed("PRM worker returned scores that do not match the paths")
         return result.scores

@@ -147,7 +147,7 @@ def test_dashboard_queries_use_metrics_the_gateway_exports(gateway: ServerProces
     )
     exported = httpx.get(f"{gateway.url}/metrics").text
     dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/atomthink.json").read_text())
-    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     names = {name for expr in exprs for name in re.findall(r"atomthink_[a-z_]+", expr)}
     assert names
     missing = sorted(name for name in names if f"\n{name}" not in exported and f"\n{name}{{" not in exported)
