@@ -101,3 +101,14 @@ async def test_requests_share_model_calls_through_the_queue(tiny_models: dict[st
         jobs = sum(r.stats.policy_calls for r in results)
         assert policy_calls.calls < jobs, "jobs of concurrent requests run in shared model calls"
         assert prm_calls.calls < sum(r.stats.prm_calls for r in results)
+
+
+def test_text_only_causal_lm_policy(tiny_models: dict[str, Path]) -> None:
+    """A text-only checkpoint (here the tiny Llama) serves as a policy through ``AutoModelForCausalLM``."""
+    policy = TransformersPolicy(str(tiny_models["prm"]), device="cpu")
+    assert not policy.multimodal
+    counter = CallCounter(policy.model, "generate")
+    request = GenerationRequest("step", "What is 2 + 3?", ["2 + 3 = 5"], None, SamplingParams(n=4, max_new_tokens=6))
+    [candidates] = policy.generate([request])
+    assert len(candidates) == 4 and counter.calls == 1
+    assert all(c.finish_reason in ("delimiter", "eos", "length") and c.num_tokens <= 6 for c in candidates)
