@@ -52,3 +52,9 @@ def candidate_bucket(candidates: int) -> str:
 
 for _reason in ("invalid_request", "invalid_image", "image_too_large", "unsupported_media_type", "overloaded"):
     REJECTED.labels(_reason)  # export zeros, so rate() panels have series before the first rejection
+
+for _mode in ("direct", "cot", "quick"):
+    SOLVE_LATENCY.labels(_mode, "none", "1")
+for _strategy in ("beam", "greedy", "best_of_n", "majority"):
+    for _bucket in CANDIDATE_BUCKETS:
+        SOLVE_LATENCY.labels("slow", _strategy, str(_bucket))  # every series exists before its first solve
