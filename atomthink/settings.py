@@ -155,6 +155,17 @@ class Settings(BaseSettings):
     quick_retry_temperature_step: float = Field(0.1, ge=0, le=1)
     """QuickThink: temperature added per resample."""
 
+    # --- Evaluation ---------------------------------------------------------------------------------
+    eval_judge_base_url: str | None = None
+    """``atomthink eval --judge``: base URL of an OpenAI-compatible server for the LLM judge, e.g.
+    ``http://127.0.0.1:8001/v1``. Unset, no judge runs and nothing is sent anywhere."""
+    eval_judge_model: str = "judge"
+    """``atomthink eval --judge``: model name to ask at ``eval_judge_base_url``."""
+    eval_judge_api_key: SecretStr | None = None
+    """``atomthink eval --judge``: bearer token sent to ``eval_judge_base_url`` only."""
+    eval_judge_timeout_s: float = Field(60.0, gt=0)
+    """``atomthink eval --judge``: timeout of one judge request."""
+
     @classmethod
     def settings_customise_sources(
         cls,
