@@ -1,4 +1,4 @@
-"""``atomthink``: serve, and (from their own packages) data, train and eval. Flags override settings."""
+"""``atomthink``: serve, gateway, worker, openai-server, data, train, eval. Flags override settings."""
 
 from __future__ import annotations
 
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     openai.add_argument("--policy-name", dest="policy_served_name", help="served name of the policy")
     openai.add_argument("--prm-name", dest="prm_served_name", help="served name of the PRM")
     openai.set_defaults(func=_openai_server)
+
+    from atomthink.eval.cli import add_subcommand as add_eval
+
+    add_eval(commands)
     return parser
 
 

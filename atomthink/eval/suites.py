@@ -1,0 +1,200 @@
+"""What to run: one :class:`RunConfig` per solve setting, and the suites that group them into the paper's tables.
+
+* ``modes``: Direct, CoT, QuickThink and SlowThink (beam, width 2, 3 candidates): the paper's main table.
+* ``strategies``: majority vote, best-of-N under each aggregation (min, last, mean, prod), greedy and beam, all at
+  the largest candidate count of ``--candidates``: the strategy comparison.
+* ``scaling``: best-of-N, majority, greedy and beam at every candidate count of ``--candidates``: the test-time
+  scaling curves.
+* ``paper``: all three, plus the capability analysis.
+Without ``--suite`` the runs are every combination of ``--mode``, ``--strategy``, ``--aggregation`` and
+``--candidates``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from service.schemas import AggregationName, Mode, SolveParams, Strategy
+
+SuiteName = Literal["modes", "strategies", "scaling", "paper"]
+SUITES: tuple[SuiteName, ...] = ("modes", "strategies", "scaling", "paper")
+MODES: tuple[Mode, ...] = ("direct", "cot", "quick", "slow")
+STRATEGIES: tuple[Strategy, ...] = ("beam", "greedy", "best_of_n", "majority")
+AGGREGATIONS: tuple[AggregationName, ...] = ("min", "last", "mean", "prod")
+MODE_LABELS = {"direct": "Direct", "cot": "CoT", "quick": "QuickThink", "slow": "SlowThink"}
+STRATEGY_LABELS = {"beam": "Beam search", "greedy": "Greedy", "best_of_n": "Best-of-N", "majority": "Majority vote"}
+PAPER_BEAM_WIDTH = 2
+PAPER_BEAM_CANDIDATES = 3
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One solve setting; ``key`` names it in the results file (so a resumed run knows what it has done)."""
+
+    mode: Mode
+    strategy: Strategy | None = None
+    aggregation: AggregationName | None = None
+    candidates: int | None = None
+    beam_width: int | None = None
+
+    @staticmethod
+    def make(
+        mode: Mode,
+        strategy: Strategy | None = None,
+        aggregation: AggregationName | None = None,
+        candidates: int | None = None,
+        beam_width: int | None = None,
+    ) -> RunConfig:
+        """A canonical config: slow-only fields resolved to the service's defaults, dropped for other modes."""
+        if mode != "slow":
+            return RunConfig(mode)
+        strategy = strategy or "beam"
+        aggregation = aggregation or ("last" if strategy in ("beam", "greedy") else "min")
+        width = (beam_width or PAPER_BEAM_WIDTH) if strategy == "beam" else None
+        return RunConfig(mode, strategy, aggregation, candidates or PAPER_BEAM_CANDIDATES, width)
+
+    @property
+    def key(self) -> str:
+        if self.mode != "slow":
+            return self.mode
+        key = f"slow-{self.strategy}-{self.aggregation}-n{self.candidates}"
+        return key + (f"-w{self.beam_width}" if self.beam_width else "")
+
+    @property
+    def label(self) -> str:
+        """Row name in the tables."""
+        if self.mode != "slow" or self.strategy is None:
+            return MODE_LABELS[self.mode]
+        name = STRATEGY_LABELS[self.strategy]
+        if self.strategy == "best_of_n":
+            name += f" ({self.aggregation})"
+        if self.strategy == "beam":
+            return f"{name} (N={self.candidates}, width {self.beam_width})"
+        return f"{name} (N={self.candidates})"
+
+    @property
+    def mode_label(self) -> str:
+        """Row name in the modes table: the mode, with the search setting for SlowThink."""
+        if self.mode != "slow":
+            return MODE_LABELS[self.mode]
+        return f"SlowThink: {self.label}"
+
+    @property
+    def curve(self) -> str:
+        """The scaling curve this config is a point of (strategy, and aggregation where it is chosen)."""
+        if self.strategy == "best_of_n":
+            return f"{STRATEGY_LABELS['best_of_n']} ({self.aggregation})"
+        if self.strategy == "beam":
+            return f"{STRATEGY_LABELS['beam']} (width {self.beam_width})"
+        return STRATEGY_LABELS.get(self.strategy or "", MODE_LABELS[self.mode])
+
+    def params(
+        self,
+        question: str,
+        choices: Sequence[str] | None,
+        *,
+        seed: int | None,
+        max_steps: int,
+        temperature: float | None = None,
+        deadline_ms: int | None = None,
+    ) -> SolveParams:
+        return SolveParams(
+            question=question,
+            choices=list(choices) if choices else None,
+            mode=self.mode,
+            strategy=self.strategy,
+            aggregation=self.aggregation,
+            candidates=self.candidates,
+            beam_width=self.beam_width,
+            max_steps=max_steps,
+            temperature=temperature,
+            seed=seed,
+            deadline_ms=deadline_ms,
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run": self.key,
+            "mode": self.mode,
+            "strategy": self.strategy,
+            "aggregation": self.aggregation,
+            "candidates": self.candidates,
+            "beam_width": self.beam_width,
+        }
+
+    @staticmethod
+    def from_record(record: dict[str, object]) -> RunConfig:
+        return RunConfig.make(
+            cast(Mode, record["mode"]),
+            cast(Strategy | None, record.get("strategy")),
+            cast(AggregationName | None, record.get("aggregation")),
+            cast(int | None, record.get("candidates")),
+            cast(int | None, record.get("beam_width")),
+        )
+
+
+@dataclass
+class Plan:
+    """The runs to do and which of them fill each table (a config may appear in several)."""
+
+    modes: list[RunConfig] = field(default_factory=list)
+    strategies: list[RunConfig] = field(default_factory=list)
+    scaling: list[RunConfig] = field(default_factory=list)
+    capabilities: bool = False
+
+    @property
+    def runs(self) -> list[RunConfig]:
+        """Every distinct config, in table order."""
+        return list(dict.fromkeys([*self.modes, *self.strategies, *self.scaling]))
+
+
+def suite_plan(
+    suite: SuiteName,
+    candidates: Sequence[int],
+    *,
+    aggregation: AggregationName | None = None,
+    beam_width: int | None = None,
+) -> Plan:
+    """The runs of a named suite; ``candidates`` drive the strategy table (its largest) and the scaling curves."""
+    width = beam_width or PAPER_BEAM_WIDTH
+    plan = Plan(capabilities=suite == "paper")
+    if suite in ("modes", "paper"):
+        plan.modes = [RunConfig.make(m) for m in ("direct", "cot", "quick")]
+        plan.modes.append(RunConfig.make("slow", "beam", None, PAPER_BEAM_CANDIDATES, width))
+    if suite in ("strategies", "paper"):
+        n = max(candidates)
+        plan.strategies = [RunConfig.make("slow", "majority", None, n)]
+        plan.strategies += [RunConfig.make("slow", "best_of_n", agg, n) for agg in AGGREGATIONS]
+        plan.strategies += [RunConfig.make("slow", "greedy", None, n), RunConfig.make("slow", "beam", None, n, width)]
+    if suite in ("scaling", "paper"):
+        for strategy in ("best_of_n", "majority", "greedy", "beam"):
+            agg = aggregation if strategy == "best_of_n" else None
+            plan.scaling += [
+                RunConfig.make("slow", cast(Strategy, strategy), agg, n, width) for n in sorted(set(candidates))
+            ]
+    return plan
+
+
+def custom_plan(
+    modes: Sequence[Mode],
+    strategies: Sequence[Strategy],
+    aggregations: Sequence[AggregationName | None],
+    candidates: Sequence[int | None],
+    beam_width: int | None = None,
+) -> Plan:
+    """Every combination of the flags; slow runs also fill the strategy table and, across candidate counts, the
+    scaling curves."""
+    runs: list[RunConfig] = []
+    for mode in modes:
+        if mode != "slow":
+            runs.append(RunConfig.make(mode))
+            continue
+        for strategy, agg, n in itertools.product(strategies or ("beam",), aggregations or (None,), candidates):
+            runs.append(RunConfig.make(mode, strategy, agg, n, beam_width))
+    runs = list(dict.fromkeys(runs))
+    slow = [r for r in runs if r.mode == "slow"]
+    many_n = len({r.candidates for r in slow}) > 1
+    return Plan(modes=runs, strategies=slow if not many_n else [], scaling=slow if many_n else [])
