@@ -58,6 +58,7 @@ REPLY_STREAM_TTL_S = 3600
 CANCEL_TTL_S = 3600
 LISTEN_BLOCK_MS = 1000
 TAKE_BLOCK_MS = 500
+FILL_POLL_S = 0.001
 
 
 def _unavailable_on_redis_error(
@@ -221,24 +222,24 @@ class RedisStepQueue:
         await self._ensure_groups()
         jobs = await self._reclaim(role, max_jobs)
         if not jobs:
-            jobs = await self._read(role, max_jobs, TAKE_BLOCK_MS)
+            jobs = await self._read(role, max_jobs, TAKE_BLOCK_MS)  # a new entry wakes a blocked reader at once
             if not jobs:
                 return []
+        # Fill the batch by polling, not with a short BLOCK: Redis expires blocked reads only at its `hz` tick
+        # (100 ms by default), so BLOCK 5 would hold every batch for up to 100 ms.
         deadline = time.monotonic() + max_wait_s
         while len(jobs) < max_jobs:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            jobs += await self._read(role, max_jobs - len(jobs), None)
+            remaining = deadline - time.monotonic()
+            if len(jobs) >= max_jobs or remaining <= 0:
                 break
-            more = await self._read(role, max_jobs - len(jobs), remaining_ms)
-            if not more:
-                break
-            jobs += more
+            await asyncio.sleep(min(remaining, FILL_POLL_S))
         return jobs
 
-    async def _read(self, role: Role, count: int, block_ms: int) -> list[Job]:
-        """New jobs for this consumer; waits up to ``block_ms`` (at least 1: 0 would block forever)."""
+    async def _read(self, role: Role, count: int, block_ms: int | None) -> list[Job]:
+        """New jobs for this consumer; ``block_ms`` waits for the first (None: return at once)."""
         response = await self.redis.xreadgroup(
-            self.keys.group, self._consumer(role), {self.keys.stream(role): ">"}, count=count, block=max(1, block_ms)
+            self.keys.group, self._consumer(role), {self.keys.stream(role): ">"}, count=count, block=block_ms
         )
         entries = [entry for _, batch in response or [] for entry in batch]
         return [job for job in (self._accept(role, eid, fields) for eid, fields in entries) if job is not None]
