@@ -112,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     openai.add_argument("--prm-name", dest="prm_served_name", help="served name of the PRM")
     openai.set_defaults(func=_openai_server)
 
+    from atomthink.data.cli import add_subcommand as add_data
     from atomthink.eval.cli import add_subcommand as add_eval
+    from atomthink.training.cli import add_subcommand as add_train
 
-    add_eval(commands)
+    for add in (add_data, add_train, add_eval):
+        add(commands)
     return parser
 
 

@@ -1,0 +1,119 @@
+"""``atomthink train policy|prm``: train the tiny policy (SFT) or the tiny PRM on data-engine output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = subparsers.add_parser("train", help="train the tiny policy or PRM on CPU")
+    sub = train.add_subparsers(dest="train_target", required=True)
+
+    p = sub.add_parser("policy", help="SFT of the tiny LLaVA policy (perception stage, then Markov step records)")
+    p.add_argument("--data", nargs="+", required=True, help="data-engine directories (sft.jsonl, problems.jsonl)")
+    p.add_argument("--out", required=True, help="checkpoint directory (replaced)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=5000, help="SFT optimizer steps")
+    p.add_argument("--perception-steps", type=int, default=300, help="perception-only steps before SFT")
+    p.add_argument("--read-steps", type=int, default=300, help="steps on dense reading records after perception")
+    p.add_argument("--max-minutes", type=float, default=55.0, help="stop (and save) after this many minutes")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N optimizer steps (all stages)")
+    p.add_argument("--init-from", default=None, help="continue from this policy checkpoint")
+    p.add_argument("--kinds", default="step,direct,cot,read", help="SFT record kinds to train on")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--vision-lr", type=float, default=3e-3)
+    p.add_argument("--perception-weight", type=float, default=0.2)
+    p.add_argument("--text-hidden", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=3)
+    p.add_argument("--vision-hidden", type=int, default=64)
+    p.add_argument("--vision-layers", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--max-records", type=int, default=None, help="use only the first N SFT records per directory")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default $ATOMTHINK_THREADS or 2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_policy)
+
+    q = sub.add_parser("prm", help="train the tiny text-only PRM on prm.jsonl records")
+    q.add_argument("--data", nargs="+", required=True, help="data-engine directories (prm.jsonl)")
+    q.add_argument("--out", required=True, help="checkpoint directory (replaced)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--max-minutes", type=float, default=55.0)
+    q.add_argument("--stop-after", type=int, default=None, help="stop after N optimizer steps")
+    q.add_argument("--init-from", default=None, help="continue from this PRM checkpoint")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--hidden", type=int, default=128)
+    q.add_argument("--layers", type=int, default=3)
+    q.add_argument("--lm-weight", type=float, default=0.5, help="auxiliary next-token loss on correct steps")
+    q.add_argument("--max-records", type=int, default=None)
+    q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=run_prm)
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    from atomthink.training.policy import PolicyTrainConfig, train_policy
+
+    cfg = PolicyTrainConfig(
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        steps=args.steps,
+        perception_steps=args.perception_steps,
+        read_steps=args.read_steps,
+        max_minutes=args.max_minutes,
+        stop_after=args.stop_after,
+        init_from=args.init_from,
+        kinds=tuple(args.kinds.split(",")),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        vision_lr=args.vision_lr,
+        perception_weight=args.perception_weight,
+        text_hidden=args.text_hidden,
+        text_layers=args.text_layers,
+        vision_hidden=args.vision_hidden,
+        vision_layers=args.vision_layers,
+        image_size=args.image_size,
+        max_records=args.max_records,
+        threads=args.threads,
+    )
+    print(json.dumps(train_policy(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_prm(args: argparse.Namespace) -> int:
+    from atomthink.training.prm import PrmTrainConfig, train_prm
+
+    cfg = PrmTrainConfig(
+        data=args.data,
+        out=args.out,
+        seed=args.seed,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        stop_after=args.stop_after,
+        init_from=args.init_from,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=args.hidden,
+        layers=args.layers,
+        max_records=args.max_records,
+        threads=args.threads,
+    )
+    print(json.dumps(train_prm(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="atomthink")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommand(sub)
+    args = parser.parse_args(["train", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

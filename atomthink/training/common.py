@@ -1,0 +1,49 @@
+"""Shared training helpers: seeding, CPU threads, schedules, loss logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def setup(seed: int, threads: int | None = None) -> None:
+    threads = threads or int(os.environ.get("ATOMTHINK_THREADS", "2"))
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LossLog:
+    """Appends one JSON line per logged step to ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self.start = time.time()
+
+    def write(self, **fields: Any) -> None:
+        fields = {"elapsed_s": round(time.time() - self.start, 1), **fields}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(fields) + "\n")
+
+
+def dir_size_mb(path: str | Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6

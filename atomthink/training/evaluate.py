@@ -1,0 +1,395 @@
+"""A self-contained measurement of the tiny models with plain ``transformers`` (no service code).
+
+* reading accuracy: greedy next step after the gold prefix, on every ``image_recognition`` step;
+* direct / cot / quick (one sampled step at a time) accuracy;
+* best-of-N (N quick paths, PRM ``min`` aggregation) and majority vote over the same N paths;
+* step-wise beam search (width 2, 3 candidates per beam, all 6 ranked by the PRM's score of the last step);
+* PRM step-level AUROC on labelled held-out PRM records (overall and per corruption kind).
+
+The policy is called exactly as the serving contract says: the TINY prompt through the processor's chat template,
+``padding_side="left"``, generation stopped at the step delimiter or EOS.
+
+    python -m atomthink.training.evaluate --policy models/atomthink-tiny-policy --prm models/atomthink-tiny-prm \
+        --data data/heldout --n 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atomthink.data.records import read_jsonl, split_process
+from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
+from atomthink.prompts import TINY, chat_messages, format_question
+from atomthink.steps import extract_answer, invalid_reason, is_final
+from service.orchestrator.tree import aggregate
+
+
+class Policy:
+    def __init__(self, path: str | Path, batch_size: int = 64) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(path)
+        self.model = AutoModelForImageTextToText.from_pretrained(path).eval()
+        tok = self.processor.tokenizer
+        self.eos_ids = [tok.eos_token_id, tok.convert_tokens_to_ids(TINY.step_delimiter)]
+        self.pad_id = tok.pad_token_id
+        self.batch_size = batch_size
+        self.calls = 0
+        self.generated_tokens = 0
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        temperature: float,
+        max_new_tokens: int = 48,
+        stop_at_step: bool = True,
+    ) -> list[str]:
+        out: list[str] = []
+        tok = self.processor.tokenizer
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [
+                self.processor.apply_chat_template(chat_messages(p, True), add_generation_prompt=True, tokenize=False)
+                for p in prompts[i : i + self.batch_size]
+            ]
+            enc = self.processor(
+                images=list(images[i : i + self.batch_size]),
+                text=texts,
+                padding_side="left",
+                padding=True,
+                return_tensors="pt",
+            )
+            kwargs: dict[str, Any] = {
+                "do_sample": temperature > 0,
+                "max_new_tokens": max_new_tokens,
+                "pad_token_id": self.pad_id,
+                "eos_token_id": self.eos_ids if stop_at_step else self.eos_ids[:1],
+            }
+            if temperature > 0:
+                kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+            gen = self.model.generate(**enc, **kwargs)
+            new = gen[:, enc["input_ids"].shape[1] :]
+            self.calls += len(texts)
+            for row in new:
+                ids = [t for t in row.tolist() if t != self.pad_id]
+                self.generated_tokens += len(ids)
+                text = tok.decode(ids, skip_special_tokens=True)
+                out.append(text.split(TINY.step_delimiter)[0].strip() if stop_at_step else text.strip())
+        return out
+
+
+class Prm:
+    def __init__(self, path: str | Path, batch_size: int = 128) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.plus, self.minus = label_token_ids(self.tokenizer, TINY_PRM)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """P(+) of every step of every (question, steps) path."""
+        out: list[list[float]] = []
+        pad = self.tokenizer.pad_token_id
+        for i in range(0, len(items), self.batch_size):
+            enc = [encode_path(self.tokenizer, TINY_PRM, q, s) for q, s in items[i : i + self.batch_size]]
+            width = max(len(ids) for ids, _ in enc)
+            ids_t = torch.full((len(enc), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids_t)
+            for r, (ids, _) in enumerate(enc):
+                ids_t[r, : len(ids)] = torch.tensor(ids)
+                mask[r, : len(ids)] = 1
+            logits = self.model(input_ids=ids_t, attention_mask=mask).logits
+            pair = torch.stack([logits[..., self.plus], logits[..., self.minus]], -1).softmax(-1)[..., 0]
+            for r, (_, pos) in enumerate(enc):
+                out.append(pair[r, pos].tolist())
+        return out
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (labels 1 = positive), ties counted half."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    allv = np.concatenate([pos, neg])[order]
+    ranks = np.empty(len(allv))
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[i : j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    rank_of = np.empty(len(allv))
+    rank_of[order] = ranks
+    r_pos = rank_of[: len(pos)].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
+    items = [(r["question"], split_process(r["process"])) for r in records]
+    scores = prm.score(items)
+    flat_s, flat_y, kinds = [], [], []
+    for r, sc in zip(records, scores, strict=True):
+        for s, lab in zip(sc, r["label"], strict=True):
+            flat_s.append(s)
+            flat_y.append(1 if lab == "+" else 0)
+            kinds.append(r["corruption"] or "clean")
+    result = {"all": auroc(flat_s, flat_y), "steps": len(flat_s), "negatives": flat_y.count(0)}
+    pos = [s for s, y in zip(flat_s, flat_y, strict=True) if y == 1]
+    for kind in sorted(set(kinds) - {"clean"}):
+        neg = [s for s, y, k in zip(flat_s, flat_y, kinds, strict=True) if y == 0 and k == kind]
+        result[kind] = auroc(pos + neg, [1] * len(pos) + [0] * len(neg))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _question(p: dict[str, Any]) -> str:
+    return format_question(p["question"], p.get("choices"))
+
+
+def _correct(p: dict[str, Any], final_text: str | None) -> bool:
+    return final_text is not None and extract_answer(final_text, p.get("choices")) == p["answer"]
+
+
+def reading_accuracy(policy: Policy, problems: list[dict[str, Any]], images: list[Image.Image]) -> float:
+    imgs, prompts, gold = [], [], []
+    for p, im in zip(problems, images, strict=True):
+        texts = [s["text"] for s in p["steps"]]
+        for k, s in enumerate(p["steps"]):
+            if s["capability"] == "image_recognition":
+                imgs.append(im)
+                prompts.append(TINY.render("step", _question(p), texts[:k]))
+                gold.append(s["text"])
+    outs = policy.generate(imgs, prompts, temperature=0.0)
+    return float(np.mean([o == g for o, g in zip(outs, gold, strict=True)]))
+
+
+def sample_paths(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    n: int,
+    temperature: float,
+    max_depth: int = 12,
+    retries: int = 3,
+) -> list[list[list[str]]]:
+    """QuickThink paths: ``n`` per problem, one sampled atomic step per call, invalid steps resampled."""
+    paths: list[list[list[str]]] = [[[] for _ in range(n)] for _ in problems]
+    active = [(i, j) for i in range(len(problems)) for j in range(n)]
+    for _ in range(max_depth):
+        if not active:
+            break
+        pending = list(active)
+        chosen: dict[tuple[int, int], str] = {}
+        for attempt in range(retries + 1):
+            if not pending:
+                break
+            outs = policy.generate(
+                [images[i] for i, _ in pending],
+                [TINY.render("step", _question(problems[i]), paths[i][j]) for i, j in pending],
+                temperature,
+            )
+            still = []
+            for (i, j), step in zip(pending, outs, strict=True):
+                prev = paths[i][j][-1] if paths[i][j] else None
+                if invalid_reason(step, prev) is None or attempt == retries:
+                    chosen[(i, j)] = step
+                else:
+                    still.append((i, j))
+            pending = still
+        nxt = []
+        for i, j in active:
+            paths[i][j].append(chosen[(i, j)])
+            if not is_final(chosen[(i, j)]):
+                nxt.append((i, j))
+        active = nxt
+    return paths
+
+
+def _final(path: list[str]) -> str | None:
+    return path[-1] if path and is_final(path[-1]) else None
+
+
+def beam_search(
+    policy: Policy,
+    prm: Prm,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    width: int = 2,
+    candidates: int = 3,
+    temperature: float = 0.7,
+    max_depth: int = 12,
+) -> list[list[str]]:
+    """Step-wise beam search: each beam proposes ``candidates`` steps; the best ``width`` of all are kept."""
+    beams: list[list[list[str]]] = [[[]] for _ in problems]
+    done: list[list[str] | None] = [None] * len(problems)
+    for _ in range(max_depth):
+        todo = [(i, b) for i in range(len(problems)) if done[i] is None for b in range(len(beams[i]))]
+        if not todo:
+            break
+        reqs = [(i, b) for i, b in todo for _ in range(candidates)]
+        outs = policy.generate(
+            [images[i] for i, _ in reqs],
+            [TINY.render("step", _question(problems[i]), beams[i][b]) for i, b in reqs],
+            temperature,
+        )
+        cands: dict[int, list[list[str]]] = defaultdict(list)
+        for (i, b), step in zip(reqs, outs, strict=True):
+            cands[i].append(beams[i][b] + [step])
+        flat = [(i, c) for i in cands for c in cands[i]]
+        scores = prm.score([(_question(problems[i]), c) for i, c in flat])
+        ranked: dict[int, list[tuple[float, list[str]]]] = defaultdict(list)
+        for (i, c), sc in zip(flat, scores, strict=True):
+            ranked[i].append((sc[-1], c))
+        for i, lst in ranked.items():
+            lst.sort(key=lambda x: -x[0])
+            kept = [c for _, c in lst[:width]]
+            finals = [c for c in kept if is_final(c[-1])]
+            if finals:
+                done[i] = finals[0]
+            else:
+                beams[i] = kept
+    return [d if d is not None else beams[i][0] for i, d in enumerate(done)]
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    root = Path(args.data)
+    problems = read_jsonl(root / "problems.jsonl")[: args.n]
+    images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
+    results: dict[str, Any] = {"n": len(problems), "data": str(root), "temperature": args.temperature}
+    t0 = time.time()
+    policy = Policy(args.policy) if args.policy else None
+    prm = Prm(args.prm) if args.prm else None
+    modes = set(args.modes.split(","))
+    if prm is not None and "auroc" in modes:
+        recs = read_jsonl(root / "prm.jsonl")
+        ids = {p["id"] for p in problems}
+        recs = [r for r in recs if r["id"] in ids]
+        results["prm_auroc"] = prm_auroc(prm, recs)
+        print("prm_auroc", json.dumps(results["prm_auroc"]), flush=True)
+    if policy is None:
+        return results
+    if "read" in modes:
+        results["reading_accuracy"] = reading_accuracy(policy, problems, images)
+        print("reading", results["reading_accuracy"], flush=True)
+    if "direct" in modes:
+        outs = policy.generate(
+            images, [TINY.render("direct", _question(p)) for p in problems], 0.0, stop_at_step=False, max_new_tokens=8
+        )
+        results["direct"] = float(
+            np.mean([extract_answer(o, p.get("choices")) == p["answer"] for o, p in zip(outs, problems, strict=True)])
+        )
+        print("direct", results["direct"], flush=True)
+    if "cot" in modes:
+        outs = policy.generate(
+            images, [TINY.render("cot", _question(p)) for p in problems], 0.0, stop_at_step=False, max_new_tokens=300
+        )
+        results["cot_greedy"] = float(
+            np.mean(
+                [
+                    extract_answer(o.splitlines()[-1] if o else "", p.get("choices")) == p["answer"]
+                    for o, p in zip(outs, problems, strict=True)
+                ]
+            )
+        )
+        print("cot", results["cot_greedy"], flush=True)
+    if "greedy" in modes:
+        paths = sample_paths(policy, problems, images, 1, 0.0)
+        results["quick_greedy"] = float(
+            np.mean([_correct(p, _final(ps[0])) for p, ps in zip(problems, paths, strict=True)])
+        )
+        print("quick_greedy", results["quick_greedy"], flush=True)
+    n = args.best_of
+    if "quick" in modes or "bon" in modes:
+        t = time.time()
+        paths = sample_paths(policy, problems, images, n if "bon" in modes else 1, args.temperature)
+        results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
+        correct = np.array([[_correct(p, _final(path)) for path in ps] for p, ps in zip(problems, paths, strict=True)])
+        results["quick"] = float(correct.mean())  # every sample is one independent QuickThink run
+        results["quick_first_sample"] = float(correct[:, 0].mean())
+        results["pass_at_n"] = float(correct.any(1).mean())
+        print("quick", results["quick"], flush=True)
+        if "bon" in modes and prm is not None:
+            flat = [(_question(p), path) for p, ps in zip(problems, paths, strict=True) for path in ps]
+            scores = prm.score(flat)
+            sweep: dict[str, dict[str, float]] = {}
+            per = [scores[i * n : (i + 1) * n] for i in range(len(problems))]
+            for k in [k for k in (1, 2, 4, 8, 16) if k <= n]:
+                res: dict[str, list[bool]] = defaultdict(list)
+                for p, ps, sc in zip(problems, paths, per, strict=True):
+                    ps_k, sc_k = ps[:k], sc[:k]
+                    for agg in ("min", "mean", "last"):
+                        best = max(range(k), key=lambda j: aggregate(sc_k[j], agg) if sc_k[j] else 0.0)
+                        res[f"best_of_n_{agg}"].append(_correct(p, _final(ps_k[best])))
+                    votes = Counter(extract_answer(f, p.get("choices")) for f in map(_final, ps_k) if f)
+                    vote = votes.most_common(1)[0][0] if votes else None
+                    res["majority"].append(vote == p["answer"])
+                    # PRM-weighted vote (sum of min scores per answer)
+                    weighted: dict[str, float] = defaultdict(float)
+                    for path, s in zip(ps_k, sc_k, strict=True):
+                        f = _final(path)
+                        if f and s:
+                            weighted[extract_answer(f, p.get("choices"))] += min(s)
+                    wv = max(weighted, key=weighted.__getitem__) if weighted else None
+                    res["weighted_vote_min"].append(wv == p["answer"])
+                sweep[str(k)] = {key: float(np.mean(v)) for key, v in res.items()}
+            results["best_of_n"] = sweep
+            print("best_of_n", json.dumps(sweep), flush=True)
+    if "beam" in modes and prm is not None:
+        paths1 = beam_search(policy, prm, problems, images, temperature=args.temperature)
+        results["beam_w2_c3"] = float(
+            np.mean([_correct(p, _final(path)) for p, path in zip(problems, paths1, strict=True)])
+        )
+        print("beam", results["beam_w2_c3"], flush=True)
+    results["seconds"] = round(time.time() - t0, 1)
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default=None)
+    p.add_argument("--prm", default=None)
+    p.add_argument("--data", required=True, help="a data-engine directory (problems.jsonl, prm.jsonl, images/)")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--modes", default="auroc,read,direct,cot,greedy,quick,bon,beam")
+    p.add_argument("--best-of", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the results to this file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m atomthink.training.evaluate")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    results = evaluate(args)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

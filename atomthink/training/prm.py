@@ -1,0 +1,185 @@
+"""Training of the tiny text-only PRM: a Llama causal LM, cross-entropy on the ``+``/``-`` label token at each tag.
+
+Paths are encoded with ``atomthink.prm_format.encode_path`` (the function the serving code scores with), so the tag
+tokenization is identical in training and at inference; the target at each returned position is the label token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from atomthink.data.records import read_jsonl, split_process
+from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm
+from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
+from atomthink.training.common import LossLog, dir_size_mb, lr_factor, setup
+
+
+@dataclass
+class PrmTrainConfig:
+    data: list[str]
+    out: str
+    seed: int = 0
+    steps: int = 2000
+    max_minutes: float = 60.0
+    stop_after: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    hidden: int = 128
+    layers: int = 3
+    heads: int = 4
+    lm_weight: float = 0.5
+    """Weight of an auxiliary next-token loss on the tokens of steps labelled ``+`` (correct steps): it teaches the
+    PRM what a correct step looks like (the result of ``6 + 3 =``), which the label then compares against."""
+    log_every: int = 20
+    max_records: int | None = None
+    threads: int | None = None
+    init_from: str | None = None
+
+
+class PrmData:
+    def __init__(self, dirs: list[str], tokenizer: Any, max_records: int | None = None) -> None:
+        plus, minus = label_token_ids(tokenizer, TINY_PRM)
+        n_tag = len(tokenizer(TINY_PRM.step_tag, add_special_tokens=False)["input_ids"])
+        self.examples: list[tuple[list[int], list[int], list[int], list[int]]] = []  # ids, pos, targets, lm_ok
+        for d in dirs:
+            records = read_jsonl(Path(d) / "prm.jsonl")
+            if max_records is not None:
+                records = records[:max_records]
+            for r in tqdm(records, desc=f"tokenize {Path(d).name}", leave=False):
+                steps = split_process(r["process"])
+                ids, pos = encode_path(tokenizer, TINY_PRM, r["question"], steps)
+                n_question = len(encode_path(tokenizer, TINY_PRM, r["question"], [])[0])
+                targets = [plus if lab == "+" else minus for lab in r["label"]]
+                # positions whose next token lies inside a correct step (auxiliary LM loss); the tag positions
+                # carry the label and are left out
+                lm_ok = [0] * len(ids)
+                begin = n_question
+                for k, p_end in enumerate(pos):
+                    if r["label"][k] != "+":
+                        break
+                    for t in range(begin, p_end - n_tag):
+                        lm_ok[t] = 1
+                    begin = p_end + 1
+                self.examples.append((ids, pos, targets, lm_ok))
+        self.pad_id = tokenizer.pad_token_id
+
+    def batches(self, batch_size: int, rng: random.Random) -> list[list[int]]:
+        order = list(range(len(self.examples)))
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        out: list[list[int]] = []
+        for i in range(0, len(order), chunk):
+            part = sorted(order[i : i + chunk], key=lambda j: len(self.examples[j][0]))
+            out.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+        rng.shuffle(out)
+        return out
+
+    def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        seqs = [self.examples[j] for j in idx]
+        width = max(len(s[0]) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        lm_labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, (s, pos, tgt, lm_ok) in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+            labels[r, pos] = torch.tensor(tgt)
+            for t, ok in enumerate(lm_ok):
+                if ok:
+                    lm_labels[r, t] = s[t + 1]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "lm_labels": lm_labels}
+
+
+def prm_loss(model: Any, batch: dict[str, torch.Tensor], lm_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label loss (CE on the ``+``/``-`` token at each tag) and the auxiliary LM loss on correct steps."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    flat = logits.reshape(-1, logits.shape[-1])
+    label = F.cross_entropy(flat, batch["labels"].reshape(-1), ignore_index=-100)
+    if lm_weight <= 0:
+        return label, torch.zeros(())
+    lm = F.cross_entropy(flat, batch["lm_labels"].reshape(-1), ignore_index=-100)
+    return label, lm
+
+
+def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    setup(cfg.seed, cfg.threads)
+    out = Path(cfg.out)
+    if out.exists():
+        shutil.rmtree(out)
+    if cfg.init_from:
+        shutil.copytree(cfg.init_from, out, ignore=shutil.ignore_patterns("train_log.jsonl", "training_summary.json"))
+    else:
+        build_tiny_prm(out, TinyPrmShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads), seed=cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    model.train()
+    t0 = time.time()
+    data = PrmData(cfg.data, tokenizer, cfg.max_records)
+    prep_s = time.time() - t0
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    log = LossLog(out / "train_log.jsonl")
+    rng = random.Random(cfg.seed)
+    deadline = time.time() + cfg.max_minutes * 60
+    batches: list[list[int]] = []
+    history: list[float] = []
+    step = 0
+    stopped_early = False
+    bar = tqdm(total=cfg.steps, desc="prm", disable=not progress)
+    while step < cfg.steps:
+        if time.time() > deadline or (cfg.stop_after is not None and step >= cfg.stop_after):
+            stopped_early = True
+            break
+        f = lr_factor(step, cfg.steps, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * f
+        if not batches:
+            batches = data.batches(cfg.batch_size, rng)
+        label_loss, lm_loss = prm_loss(model, data.collate(batches.pop()), cfg.lm_weight)
+        loss = label_loss + cfg.lm_weight * lm_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append(label_loss.item())
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            log.write(
+                step=step, loss=round(label_loss.item(), 4), lm_loss=round(lm_loss.item(), 4), lr_factor=round(f, 4)
+            )
+            bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")
+        bar.update(1)
+        step += 1
+    bar.close()
+    wall = time.time() - t0
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "atomthink.json").write_text(json.dumps({"prm_preset": "tiny"}, indent=2) + "\n")
+    summary = {
+        "config": asdict(cfg),
+        "examples": len(data.examples),
+        "steps_done": step,
+        "stopped_early": stopped_early,
+        "prep_seconds": round(prep_s, 1),
+        "wall_seconds": round(wall, 1),
+        "first_loss": history[0] if history else None,
+        "last_loss": float(np.mean(history[-50:])) if history else None,
+        "size_mb": round(dir_size_mb(out), 2),
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
