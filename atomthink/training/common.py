@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,17 @@ class LossLog:
 
 def dir_size_mb(path: str | Path) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+
+
+def length_bucketed_batches(
+    order: list[int], length: Callable[[int], int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffle ``order``, sort chunks of 50 batches by ``length`` (less padding), cut batches, shuffle the batches."""
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    out: list[list[int]] = []
+    for i in range(0, len(order), chunk):
+        part = sorted(order[i : i + chunk], key=length)
+        out.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
+    rng.shuffle(out)
+    return out

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from atomthink.data.records import read_jsonl
 from atomthink.modeling.tiny import TinyPolicyShape, build_tiny_policy
 from atomthink.prompts import PRESET_FILE, TINY, chat_messages
-from atomthink.training.common import LossLog, dir_size_mb, lr_factor, setup
+from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
 
 
 @dataclass
@@ -156,14 +156,7 @@ class PolicyData:
     def batches(self, batch_size: int, rng: random.Random, kinds: set[str] | None = None) -> list[list[int]]:
         """Length-bucketed random batches covering every example (of ``kinds``) once."""
         order = [i for i in range(len(self.examples)) if kinds is None or self.kinds[i] in kinds]
-        rng.shuffle(order)
-        chunk = batch_size * 50
-        out: list[list[int]] = []
-        for i in range(0, len(order), chunk):
-            part = sorted(order[i : i + chunk], key=lambda j: len(self.examples[j][0]))
-            out.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
-        rng.shuffle(out)
-        return out
+        return length_bucketed_batches(order, lambda j: len(self.examples[j][0]), batch_size, rng)
 
     def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
         seqs = [self.examples[j] for j in idx]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from atomthink.data.records import read_jsonl, split_process
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
-from atomthink.training.common import LossLog, dir_size_mb, lr_factor, setup
+from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
 
 
 @dataclass
@@ -78,14 +78,7 @@ class PrmData:
 
     def batches(self, batch_size: int, rng: random.Random) -> list[list[int]]:
         order = list(range(len(self.examples)))
-        rng.shuffle(order)
-        chunk = batch_size * 50
-        out: list[list[int]] = []
-        for i in range(0, len(order), chunk):
-            part = sorted(order[i : i + chunk], key=lambda j: len(self.examples[j][0]))
-            out.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
-        rng.shuffle(out)
-        return out
+        return length_bucketed_batches(order, lambda j: len(self.examples[j][0]), batch_size, rng)
 
     def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
         seqs = [self.examples[j] for j in idx]
