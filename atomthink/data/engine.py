@@ -538,5 +538,23 @@ def recompute_answer(family: str, qtype: str, question: str, values: dict[str, i
     return int(m[1]) - int(m[2]) * values[singular[m[3]]]
 
 
+def arithmetic_facts() -> list[tuple[int, str, int, int]]:
+    """Every ``(a, op, b, a op b)`` in the range the families' calculation steps use (a superset of them).
+
+    Sums up to 30 + 30 (totals, baskets), differences of numbers up to 30 (change from 20 or 30), products of a
+    factor 1-9 by 1-19 (areas, baskets, doubling a half-perimeter). The policy's calculation drill draws from it.
+    """
+    facts: list[tuple[int, str, int, int]] = []
+    for a in range(31):
+        for b in range(31):
+            facts.append((a, "+", b, a + b))
+            if b <= a:
+                facts.append((a, "-", b, a - b))
+    for a in range(1, 10):
+        for b in range(1, 20):
+            facts.append((a, "×", b, a * b))
+    return facts
+
+
 def generate_dataset(seed: int, n: int) -> list[Problem]:
     return [make_problem(seed, i) for i in range(n)]

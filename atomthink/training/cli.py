@@ -26,6 +26,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--vision-lr", type=float, default=3e-3)
     p.add_argument("--perception-weight", type=float, default=0.2)
+    p.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
+    p.add_argument("--drill-weight", type=float, default=1.0)
+    p.add_argument("--hard-repeat", type=int, default=2, help="epochs' repeats of calculation/conclusion steps")
     p.add_argument("--text-hidden", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--vision-hidden", type=int, default=64)
@@ -49,10 +52,29 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     q.add_argument("--hidden", type=int, default=128)
     q.add_argument("--layers", type=int, default=3)
     q.add_argument("--lm-weight", type=float, default=0.5, help="auxiliary next-token loss on correct steps")
+    q.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
     q.add_argument("--max-records", type=int, default=None)
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=run_prm)
+
+    r = sub.add_parser(
+        "rollout-labels",
+        help="PRM records from the policy's own sampled steps, labelled by rollouts (Math-Shepherd)",
+    )
+    r.add_argument("--policy", required=True, help="policy checkpoint that samples the paths and the rollouts")
+    r.add_argument("--data", required=True, help="a data-engine directory (problems.jsonl, images/)")
+    r.add_argument("--out", required=True, help="output directory (prm.jsonl, meta.json)")
+    r.add_argument("--problems", type=int, default=1500)
+    r.add_argument("--offset", type=int, default=0, help="skip the first N problems")
+    r.add_argument("--samples", type=int, default=4, help="QuickThink paths sampled per problem")
+    r.add_argument("--rollouts", type=int, default=4, help="completions per prefix of a wrong path")
+    r.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the labelled paths")
+    r.add_argument("--rollout-temperature", type=float, default=None, help="temperature of the labelling rollouts")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=run_rollout_labels)
 
 
 def run_policy(args: argparse.Namespace) -> int:
@@ -73,6 +95,9 @@ def run_policy(args: argparse.Namespace) -> int:
         lr=args.lr,
         vision_lr=args.vision_lr,
         perception_weight=args.perception_weight,
+        drill_batch=args.drill_batch,
+        drill_weight=args.drill_weight,
+        hard_repeat=args.hard_repeat,
         text_hidden=args.text_hidden,
         text_layers=args.text_layers,
         vision_hidden=args.vision_hidden,
@@ -100,10 +125,32 @@ def run_prm(args: argparse.Namespace) -> int:
         lr=args.lr,
         hidden=args.hidden,
         layers=args.layers,
+        lm_weight=args.lm_weight,
+        drill_batch=args.drill_batch,
         max_records=args.max_records,
         threads=args.threads,
     )
     print(json.dumps(train_prm(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_rollout_labels(args: argparse.Namespace) -> int:
+    from atomthink.training.rollouts import RolloutLabelConfig, write_rollout_labels
+
+    cfg = RolloutLabelConfig(
+        policy=args.policy,
+        data=args.data,
+        out=args.out,
+        problems=args.problems,
+        offset=args.offset,
+        samples=args.samples,
+        rollouts=args.rollouts,
+        temperature=args.temperature,
+        rollout_temperature=args.rollout_temperature,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    print(json.dumps(write_rollout_labels(cfg, progress=not args.quiet), indent=2))
     return 0
 
 

@@ -183,6 +183,45 @@ def reading_accuracy(policy: Policy, problems: list[dict[str, Any]], images: lis
     return float(np.mean([o == g for o, g in zip(outs, gold, strict=True)]))
 
 
+def complete_paths(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    starts: Sequence[tuple[int, Sequence[str]]],
+    temperature: float,
+    max_depth: int = 12,
+    retries: int = 3,
+) -> list[list[str]]:
+    """QuickThink from given prefixes: for each ``(problem index, steps so far)`` one path, one sampled atomic step
+    per call (all paths batched), invalid steps resampled, until a final step or ``max_depth`` steps."""
+    paths = [list(prefix) for _, prefix in starts]
+    owner = [i for i, _ in starts]
+    active = [k for k, path in enumerate(paths) if not (path and is_final(path[-1])) and len(path) < max_depth]
+    while active:
+        pending = list(active)
+        chosen: dict[int, str] = {}
+        for attempt in range(retries + 1):
+            if not pending:
+                break
+            outs = policy.generate(
+                [images[owner[k]] for k in pending],
+                [TINY.render("step", _question(problems[owner[k]]), paths[k]) for k in pending],
+                temperature,
+            )
+            still = []
+            for k, step in zip(pending, outs, strict=True):
+                prev = paths[k][-1] if paths[k] else None
+                if invalid_reason(step, prev) is None or attempt == retries:
+                    chosen[k] = step
+                else:
+                    still.append(k)
+            pending = still
+        for k in active:
+            paths[k].append(chosen[k])
+        active = [k for k in active if not is_final(paths[k][-1]) and len(paths[k]) < max_depth]
+    return paths
+
+
 def sample_paths(
     policy: Policy,
     problems: list[dict[str, Any]],
@@ -192,37 +231,10 @@ def sample_paths(
     max_depth: int = 12,
     retries: int = 3,
 ) -> list[list[list[str]]]:
-    """QuickThink paths: ``n`` per problem, one sampled atomic step per call, invalid steps resampled."""
-    paths: list[list[list[str]]] = [[[] for _ in range(n)] for _ in problems]
-    active = [(i, j) for i in range(len(problems)) for j in range(n)]
-    for _ in range(max_depth):
-        if not active:
-            break
-        pending = list(active)
-        chosen: dict[tuple[int, int], str] = {}
-        for attempt in range(retries + 1):
-            if not pending:
-                break
-            outs = policy.generate(
-                [images[i] for i, _ in pending],
-                [TINY.render("step", _question(problems[i]), paths[i][j]) for i, j in pending],
-                temperature,
-            )
-            still = []
-            for (i, j), step in zip(pending, outs, strict=True):
-                prev = paths[i][j][-1] if paths[i][j] else None
-                if invalid_reason(step, prev) is None or attempt == retries:
-                    chosen[(i, j)] = step
-                else:
-                    still.append((i, j))
-            pending = still
-        nxt = []
-        for i, j in active:
-            paths[i][j].append(chosen[(i, j)])
-            if not is_final(chosen[(i, j)]):
-                nxt.append((i, j))
-        active = nxt
-    return paths
+    """QuickThink paths: ``n`` independent ones per problem."""
+    starts: list[tuple[int, Sequence[str]]] = [(i, []) for i in range(len(problems)) for _ in range(n)]
+    flat = complete_paths(policy, problems, images, starts, temperature, max_depth, retries)
+    return [flat[i * n : (i + 1) * n] for i in range(len(problems))]
 
 
 def _final(path: list[str]) -> str | None:

@@ -9,7 +9,11 @@ without them):
   decoder then reads a value by copying a token-like vector, which it learns quickly. The loss is used alone for a
   short first stage and kept, down-weighted, during SFT; nothing of it is saved but the trained weights, so the
   checkpoint stays a plain ``LlavaForConditionalGeneration``;
-* a higher learning rate for the vision tower and projector than for the decoder.
+* a higher learning rate for the vision tower and projector than for the decoder;
+* a **calculation drill**: every optimizer step also trains the decoder on a batch of short text-only lines
+  ``a op b = r`` from the range the families use (loss on ``r``), and the Markov records of calculation and
+  conclusion steps are seen ``hard_repeat`` times per epoch. Without them the decoder learned the step format and
+  reading but only ~14% of calculation steps (teacher-forced, even on training problems) after 58 minutes.
 
 The SFT loss covers the assistant tokens only. Sequences are built with the same chat template the serving code
 uses; ``build_example`` checks that the prompt tokens are a prefix of the training sequence.
@@ -35,6 +39,7 @@ from atomthink.data.records import read_jsonl
 from atomthink.modeling.tiny import TinyPolicyShape, build_tiny_policy
 from atomthink.prompts import PRESET_FILE, TINY, chat_messages
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
+from atomthink.training.drill import CalcDrill, drill_loss
 
 
 @dataclass
@@ -69,6 +74,11 @@ class PolicyTrainConfig:
     threads: int | None = None
     init_from: str | None = None
     """Continue from this checkpoint (same shapes) instead of a fresh random initialisation."""
+    drill_batch: int = 64
+    """Text-only arithmetic lines per optimizer step (0 turns the drill off)."""
+    drill_weight: float = 1.0
+    hard_repeat: int = 2
+    """How many times per epoch the calculation and conclusion step records are seen (others once)."""
 
 
 def target_text(rec: dict[str, Any], eos: str) -> str:
@@ -131,6 +141,7 @@ class PolicyData:
         roles: list[list[int]] = []
         self.examples: list[tuple[list[int], int, int]] = []  # ids, prompt length, image index
         self.kinds: list[str] = []
+        self.hard: list[bool] = []
         for d in dirs:
             root = Path(d)
             for prob in read_jsonl(root / "problems.jsonl"):
@@ -146,6 +157,7 @@ class PolicyData:
                 ids, plen = build_example(processor, rec["conversations"][0]["value"], target_text(rec, self.eos))
                 self.examples.append((ids, plen, index[str(root / rec["image"])]))
                 self.kinds.append(rec["kind"])
+                self.hard.append(rec["kind"] == "step" and rec.get("capability") in HARD_CAPABILITIES)
         used = sorted({e[2] for e in self.examples})
         self.image_paths = image_paths
         self.pixels = _pixel_values(processor, image_paths)
@@ -153,9 +165,13 @@ class PolicyData:
         self.used_images = used
         self.pad_id = tok.pad_token_id
 
-    def batches(self, batch_size: int, rng: random.Random, kinds: set[str] | None = None) -> list[list[int]]:
-        """Length-bucketed random batches covering every example (of ``kinds``) once."""
+    def batches(
+        self, batch_size: int, rng: random.Random, kinds: set[str] | None = None, hard_repeat: int = 1
+    ) -> list[list[int]]:
+        """Length-bucketed random batches covering every example (of ``kinds``) once, hard ones ``hard_repeat``
+        times."""
         order = [i for i in range(len(self.examples)) if kinds is None or self.kinds[i] in kinds]
+        order += [i for i in order if self.hard[i]] * (hard_repeat - 1)
         return length_bucketed_batches(order, lambda j: len(self.examples[j][0]), batch_size, rng)
 
     def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
@@ -171,6 +187,9 @@ class PolicyData:
             mask[r, off:] = 1
         images = torch.tensor([s[2] for s in seqs])
         return {"input_ids": ids, "labels": labels, "attention_mask": mask, "images": images}
+
+
+HARD_CAPABILITIES = ("calculation", "conclusion")
 
 
 def image_features(model: Any, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -252,6 +271,7 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
 
     t0 = time.time()
     data = PolicyData(cfg.data, processor, cfg.kinds, cfg.max_records)
+    drill = CalcDrill(tok)
     prep_s = time.time() - t0
 
     vision_params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
@@ -297,7 +317,7 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
                 batch = data.collate(read_batches.pop())
             else:
                 if not batches:
-                    batches = data.batches(cfg.batch_size, rng)
+                    batches = data.batches(cfg.batch_size, rng, hard_repeat=cfg.hard_repeat)
                 batch = data.collate(batches.pop())
             sft_loss, feats = sft_forward(model, batch, data.pixels[batch["images"]].float(), image_id)
             ploss, pacc = perception_loss(model, feats, data.cells[batch["images"]], space_id)
@@ -306,6 +326,8 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
             history.append(sft)
             if first_loss is None:
                 first_loss = sft
+        dloss = drill_loss(model, drill.batch(cfg.drill_batch, rng)) if cfg.drill_batch else torch.zeros(())
+        loss = loss + cfg.drill_weight * dloss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -317,9 +339,10 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
                 sft_loss=None if sft != sft else round(sft, 4),
                 perception_loss=round(ploss.item(), 4),
                 perception_acc=round(pacc, 4),
+                drill_loss=round(dloss.item(), 4),
                 lr_factor=round(f, 4),
             )
-            bar.set_postfix(sft=f"{sft:.3f}", read=f"{pacc:.2f}")
+            bar.set_postfix(sft=f"{sft:.3f}", read=f"{pacc:.2f}", drill=f"{dloss.item():.3f}")
         bar.update(1)
         step += 1
     bar.close()

@@ -23,6 +23,7 @@ from atomthink.data.records import read_jsonl, split_process
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
+from atomthink.training.drill import CalcDrill, drill_loss
 
 
 @dataclass
@@ -47,6 +48,9 @@ class PrmTrainConfig:
     max_records: int | None = None
     threads: int | None = None
     init_from: str | None = None
+    drill_batch: int = 64
+    """Text-only arithmetic lines per step (``atomthink.training.drill``; 0 turns the drill off)."""
+    drill_weight: float = 0.5
 
 
 class PrmData:
@@ -124,6 +128,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     model.train()
     t0 = time.time()
     data = PrmData(cfg.data, tokenizer, cfg.max_records)
+    drill = CalcDrill(tokenizer)
     prep_s = time.time() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     log = LossLog(out / "train_log.jsonl")
@@ -144,7 +149,8 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
         if not batches:
             batches = data.batches(cfg.batch_size, rng)
         label_loss, lm_loss = prm_loss(model, data.collate(batches.pop()), cfg.lm_weight)
-        loss = label_loss + cfg.lm_weight * lm_loss
+        dloss = drill_loss(model, drill.batch(cfg.drill_batch, rng)) if cfg.drill_batch else torch.zeros(())
+        loss = label_loss + cfg.lm_weight * lm_loss + cfg.drill_weight * dloss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -152,7 +158,11 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
         history.append(label_loss.item())
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log.write(
-                step=step, loss=round(label_loss.item(), 4), lm_loss=round(lm_loss.item(), 4), lr_factor=round(f, 4)
+                step=step,
+                loss=round(label_loss.item(), 4),
+                lm_loss=round(lm_loss.item(), 4),
+                drill_loss=round(dloss.item(), 4),
+                lr_factor=round(f, 4),
             )
             bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")
         bar.update(1)

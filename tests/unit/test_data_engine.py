@@ -11,7 +11,7 @@ import pytest
 
 from atomthink.data import CAPABILITIES, FAMILIES, corrupt, make_problem, recompute_answer
 from atomthink.data.cli import main as data_main
-from atomthink.data.engine import READ_ALL_QUESTION
+from atomthink.data.engine import READ_ALL_QUESTION, arithmetic_facts
 from atomthink.data.records import read_jsonl, split_process
 from atomthink.prm_format import TINY_PRM
 from atomthink.prompts import TINY, format_question
@@ -138,3 +138,17 @@ def test_corruptions_label_first_wrong_step() -> None:
             assert all(s.text in true for s in steps[:first])
             if kind != "skip":
                 assert [s.text for s in steps[:first]] == true[:first]
+
+
+def test_calculation_drill_covers_every_calculation_step() -> None:
+    facts = {f"{a} {op} {b} = {r}" for a, op, b, r in arithmetic_facts()}
+    calc = re.compile(r"(\d+) ([+\-×]) (\d+) = (\d+)$")
+    seen = 0
+    for i in range(3000):
+        for step in make_problem(11, i).steps:
+            if step.capability == "calculation":
+                m = calc.search(step.text)
+                assert m, step.text
+                assert m.group(0) in facts, step.text
+                seen += 1
+    assert seen > 3000

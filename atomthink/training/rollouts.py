@@ -1,0 +1,164 @@
+"""PRM records from the policy's own sampled steps, labelled by rollouts (Math-Shepherd "hard estimation").
+
+For every problem the policy samples ``samples`` QuickThink paths. A path whose final answer is right is labelled
+``+`` throughout. For a wrong path, each prefix (one step longer at a time) is completed ``rollouts`` times by the
+same policy: the prefix's last step is ``+`` when at least one completion reaches the reference answer, and the
+first step that no completion rescues is ``-`` together with every step after it (the engine's "first error"
+convention). Prefixes of all problems at the same depth are completed in one batched pass.
+
+    atomthink train rollout-labels --policy models/atomthink-tiny-policy --data data/train --out data/prm-rollouts
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from atomthink.data.records import read_jsonl
+from atomthink.prm_format import TINY_PRM
+from atomthink.steps import is_final
+from atomthink.training.common import setup
+from atomthink.training.evaluate import Policy, _correct, _question, complete_paths
+
+
+@dataclass
+class RolloutLabelConfig:
+    policy: str
+    data: str
+    out: str
+    problems: int = 1500
+    offset: int = 0
+    """Skip the first ``offset`` problems of the directory."""
+    samples: int = 4
+    rollouts: int = 4
+    temperature: float = 0.7
+    """Sampling temperature of the labelled paths."""
+    rollout_temperature: float | None = None
+    """Temperature of the completions that label them (default: ``temperature``); a cooler one gives fewer
+    correct prefixes labelled ``-`` because every completion slipped."""
+    max_depth: int = 12
+    seed: int = 0
+    threads: int | None = None
+
+
+def _final_text(path: list[str]) -> str | None:
+    return path[-1] if path and is_final(path[-1]) else None
+
+
+def label_paths(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    paths: list[tuple[int, list[str]]],
+    rollouts: int,
+    temperature: float,
+    max_depth: int,
+    progress: bool = True,
+) -> tuple[list[list[str]], int]:
+    """Per-step ``+``/``-`` labels of each ``(problem index, path)``; also returns how many rollouts were run."""
+    labels: list[list[str]] = [[] for _ in paths]
+    undecided: list[int] = []
+    for k, (i, path) in enumerate(paths):
+        if _correct(problems[i], _final_text(path)):
+            labels[k] = ["+"] * len(path)
+        else:
+            undecided.append(k)
+    depth = 0
+    n_rollouts = 0
+    bar = tqdm(desc="rollout labels", total=len(undecided), disable=not progress)
+    while undecided:
+        depth += 1
+        still: list[int] = []
+        starts: list[tuple[int, list[str]]] = []
+        asked: list[int] = []
+        for k in undecided:
+            i, path = paths[k]
+            prefix = path[:depth]
+            if depth >= len(path):  # the whole wrong path: its last step ends it wrongly
+                labels[k] = labels[k] + ["-"] * (len(path) - len(labels[k]))
+                bar.update(1)
+                continue
+            asked.append(k)
+            starts.extend((i, prefix) for _ in range(rollouts))
+        if starts:
+            done = complete_paths(policy, problems, images, starts, temperature, max_depth)
+            n_rollouts += len(starts)
+            for a, k in enumerate(asked):
+                i, path = paths[k]
+                rescued = any(_correct(problems[i], _final_text(d)) for d in done[a * rollouts : (a + 1) * rollouts])
+                if rescued:
+                    labels[k].append("+")
+                    still.append(k)
+                else:
+                    labels[k] = labels[k] + ["-"] * (len(path) - len(labels[k]))
+                    bar.update(1)
+        undecided = still
+    bar.close()
+    return labels, n_rollouts
+
+
+def write_rollout_labels(cfg: RolloutLabelConfig, progress: bool = True) -> dict[str, Any]:
+    setup(cfg.seed, cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    root = Path(cfg.data)
+    problems = read_jsonl(root / "problems.jsonl")[cfg.offset : cfg.offset + cfg.problems]
+    images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
+    policy = Policy(cfg.policy)
+    t0 = time.time()
+    starts: list[tuple[int, list[str]]] = [(i, []) for i in range(len(problems)) for _ in range(cfg.samples)]
+    sampled = complete_paths(policy, problems, images, starts, cfg.temperature, cfg.max_depth)
+    unique: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+    for (i, _), path in zip(starts, sampled, strict=True):
+        unique.setdefault((i, tuple(path)), path)
+    paths = [(i, path) for (i, _), path in unique.items()]
+    labels, n_rollouts = label_paths(
+        policy,
+        problems,
+        images,
+        paths,
+        cfg.rollouts,
+        cfg.temperature if cfg.rollout_temperature is None else cfg.rollout_temperature,
+        cfg.max_depth,
+        progress,
+    )
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = TINY_PRM.step_tag
+    counts = {"paths": len(paths), "correct_paths": 0, "steps": 0, "negative_steps": 0}
+    with open(out / "prm.jsonl", "w") as f:
+        for (i, path), lab in zip(paths, labels, strict=True):
+            p = problems[i]
+            f.write(
+                json.dumps(
+                    {
+                        "id": p["id"],
+                        "question": _question(p),
+                        "process": tag.join(path) + tag,
+                        "label": lab,
+                        "corruption": "policy",
+                    }
+                )
+                + "\n"
+            )
+            counts["correct_paths"] += int("-" not in lab)
+            counts["steps"] += len(lab)
+            counts["negative_steps"] += lab.count("-")
+    n_right = sum(_correct(problems[i], _final_text(s)) for (i, _), s in zip(starts, sampled, strict=True))
+    summary = {
+        "config": asdict(cfg),
+        **counts,
+        "rollouts": n_rollouts,
+        "sampled_accuracy": round(n_right / max(1, len(sampled)), 4),
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "meta.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
