@@ -112,14 +112,16 @@ def write_rollout_labels(cfg: RolloutLabelConfig, progress: bool = True) -> dict
     root = Path(cfg.data)
     problems = read_jsonl(root / "problems.jsonl")[cfg.offset : cfg.offset + cfg.problems]
     images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
-    policy = Policy(cfg.policy)
+    policy = Policy(cfg.policy, batch_size=256)
     t0 = time.time()
     starts: list[tuple[int, list[str]]] = [(i, []) for i in range(len(problems)) for _ in range(cfg.samples)]
     sampled = complete_paths(policy, problems, images, starts, cfg.temperature, cfg.max_depth)
     unique: dict[tuple[int, tuple[str, ...]], list[str]] = {}
     for (i, _), path in zip(starts, sampled, strict=True):
         unique.setdefault((i, tuple(path)), path)
-    paths = [(i, path) for (i, _), path in unique.items()]
+    # a path whose step text holds the PRM's step tag (high-temperature garbage) cannot be encoded step by step
+    tag_text = TINY_PRM.step_tag.strip()
+    paths = [(i, path) for (i, _), path in unique.items() if not any(tag_text in step for step in path)]
     labels, n_rollouts = label_paths(
         policy,
         problems,

@@ -37,8 +37,9 @@ async def test_shipped_models_read_and_solve_in_quick_mode() -> None:
             gold_first = problem.steps[0].text
             readings_right += bool(response.steps) and response.steps[0].text == gold_first
             solved += response.answer == problem.answer
-    # Floors well under the measured figures (94.7% exact reading steps, ~13% greedy QuickThink on 500 problems):
-    # a checkpoint that does not read the image, or a serving path that feeds it the wrong prompt, falls below them.
+    # Floors under the measured figures (greedy steps after the gold prefix and greedy QuickThink are right on all of
+    # the first 200 held-out problems with plain transformers): a checkpoint that does not read the image, or a
+    # serving path that feeds it a prompt other than the one it was trained on, falls below them.
     print(f"shipped models, {SAMPLE} held-out problems: first step right {readings_right}, solved {solved}")
-    assert readings_right >= SAMPLE // 2, f"first step (reading) right in only {readings_right}/{SAMPLE}"
-    assert solved >= 1, f"no held-out problem solved in quick mode ({solved}/{SAMPLE})"
+    assert readings_right >= SAMPLE - 3, f"first step (reading) right in only {readings_right}/{SAMPLE}"
+    assert solved >= SAMPLE - 4, f"only {solved}/{SAMPLE} held-out problems solved in greedy quick mode"
