@@ -30,7 +30,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--drill-weight", type=float, default=1.0)
     p.add_argument("--hard-repeat", type=int, default=2, help="epochs' repeats of calculation/conclusion steps")
     p.add_argument("--text-hidden", type=int, default=128)
-    p.add_argument("--text-layers", type=int, default=3)
+    p.add_argument("--text-layers", type=int, default=4, help="decoder layers (the shipped policy has 4)")
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-layers", type=int, default=2)
     p.add_argument("--image-size", type=int, default=96)
