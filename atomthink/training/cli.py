@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,35 +84,16 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     r.set_defaults(func=run_rollout_labels)
 
 
+def _config(cls: type[ConfigT], args: argparse.Namespace, **overrides: Any) -> ConfigT:
+    """``cls`` from the parsed options named like its fields (the rest keep their defaults), then ``overrides``."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
+
+
 def run_policy(args: argparse.Namespace) -> int:
     from atomthink.training.policy import PolicyTrainConfig, train_policy
 
-    cfg = PolicyTrainConfig(
-        data=args.data,
-        out=args.out,
-        seed=args.seed,
-        steps=args.steps,
-        perception_steps=args.perception_steps,
-        read_steps=args.read_steps,
-        max_minutes=args.max_minutes,
-        stop_after=args.stop_after,
-        init_from=args.init_from,
-        kinds=tuple(args.kinds.split(",")),
-        batch_size=args.batch_size,
-        lr=args.lr,
-        vision_lr=args.vision_lr,
-        perception_weight=args.perception_weight,
-        drill_batch=args.drill_batch,
-        drill_weight=args.drill_weight,
-        hard_repeat=args.hard_repeat,
-        text_hidden=args.text_hidden,
-        text_layers=args.text_layers,
-        vision_hidden=args.vision_hidden,
-        vision_layers=args.vision_layers,
-        image_size=args.image_size,
-        max_records=args.max_records,
-        threads=args.threads,
-    )
+    cfg = _config(PolicyTrainConfig, args, kinds=tuple(args.kinds.split(",")))
     print(json.dumps(train_policy(cfg, progress=not args.quiet), indent=2))
     return 0
 
@@ -113,23 +101,7 @@ def run_policy(args: argparse.Namespace) -> int:
 def run_prm(args: argparse.Namespace) -> int:
     from atomthink.training.prm import PrmTrainConfig, train_prm
 
-    cfg = PrmTrainConfig(
-        data=args.data,
-        out=args.out,
-        seed=args.seed,
-        steps=args.steps,
-        max_minutes=args.max_minutes,
-        stop_after=args.stop_after,
-        init_from=args.init_from,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        hidden=args.hidden,
-        layers=args.layers,
-        lm_weight=args.lm_weight,
-        drill_batch=args.drill_batch,
-        max_records=args.max_records,
-        threads=args.threads,
-    )
+    cfg = _config(PrmTrainConfig, args)
     print(json.dumps(train_prm(cfg, progress=not args.quiet), indent=2))
     return 0
 
@@ -137,19 +109,7 @@ def run_prm(args: argparse.Namespace) -> int:
 def run_rollout_labels(args: argparse.Namespace) -> int:
     from atomthink.training.rollouts import RolloutLabelConfig, write_rollout_labels
 
-    cfg = RolloutLabelConfig(
-        policy=args.policy,
-        data=args.data,
-        out=args.out,
-        problems=args.problems,
-        offset=args.offset,
-        samples=args.samples,
-        rollouts=args.rollouts,
-        temperature=args.temperature,
-        rollout_temperature=args.rollout_temperature,
-        seed=args.seed,
-        threads=args.threads,
-    )
+    cfg = _config(RolloutLabelConfig, args)
     print(json.dumps(write_rollout_labels(cfg, progress=not args.quiet), indent=2))
     return 0
 

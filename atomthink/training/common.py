@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def setup(seed: int, threads: int | None = None) -> None:
@@ -21,6 +22,12 @@ def setup(seed: int, threads: int | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each position's logits against the next token's label (``-100`` = not trained)."""
+    shifted = logits[:, :-1]
+    return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:

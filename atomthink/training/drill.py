@@ -11,10 +11,10 @@ import random
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from atomthink.data.engine import arithmetic_facts
 from atomthink.prompts import TINY
+from atomthink.training.common import next_token_loss
 
 
 class CalcDrill:
@@ -57,8 +57,10 @@ class CalcDrill:
             mask[r, : len(s)] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
-
-def drill_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    def loss(self, model: Any, size: int, rng: random.Random) -> torch.Tensor:
+        """The model's loss on a fresh batch of ``size`` examples (zero, and no forward pass, when ``size`` is 0)."""
+        if size <= 0:
+            return torch.zeros(())
+        batch = self.batch(size, rng)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return next_token_loss(logits, batch["labels"])

@@ -31,15 +31,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 from atomthink.data.records import read_jsonl
 from atomthink.modeling.tiny import TinyPolicyShape, build_tiny_policy
 from atomthink.prompts import PRESET_FILE, TINY, chat_messages
-from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
-from atomthink.training.drill import CalcDrill, drill_loss
+from atomthink.training.common import (
+    LossLog,
+    dir_size_mb,
+    length_bucketed_batches,
+    lr_factor,
+    next_token_loss,
+    setup,
+)
+from atomthink.training.drill import CalcDrill
 
 
 @dataclass
@@ -236,10 +242,7 @@ def sft_forward(model: Any, batch: dict[str, torch.Tensor], pixels: torch.Tensor
     is_image = batch["input_ids"] == image_id
     embeds = embeds.masked_scatter(is_image.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
     out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-    return loss, feats
+    return next_token_loss(out.logits, batch["labels"]), feats
 
 
 def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -326,7 +329,7 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
             history.append(sft)
             if first_loss is None:
                 first_loss = sft
-        dloss = drill_loss(model, drill.batch(cfg.drill_batch, rng)) if cfg.drill_batch else torch.zeros(())
+        dloss = drill.loss(model, cfg.drill_batch, rng)
         loss = loss + cfg.drill_weight * dloss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,7 +23,7 @@ from atomthink.data.records import read_jsonl, split_process
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
-from atomthink.training.drill import CalcDrill, drill_loss
+from atomthink.training.drill import CalcDrill
 
 
 @dataclass
@@ -149,7 +149,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
         if not batches:
             batches = data.batches(cfg.batch_size, rng)
         label_loss, lm_loss = prm_loss(model, data.collate(batches.pop()), cfg.lm_weight)
-        dloss = drill_loss(model, drill.batch(cfg.drill_batch, rng)) if cfg.drill_batch else torch.zeros(())
+        dloss = drill.loss(model, cfg.drill_batch, rng)
         loss = label_loss + cfg.lm_weight * lm_loss + cfg.drill_weight * dloss
         opt.zero_grad(set_to_none=True)
         loss.backward()

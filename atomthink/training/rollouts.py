@@ -12,21 +12,18 @@ convention). Prefixes of all problems at the same depth are completed in one bat
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from atomthink.data.records import read_jsonl
 from atomthink.prm_format import TINY_PRM
-from atomthink.steps import is_final
 from atomthink.training.common import setup
-from atomthink.training.evaluate import Policy, _correct, _question, complete_paths
+from atomthink.training.evaluate import Policy, _correct, _final, _question, complete_paths
 
 
 @dataclass
@@ -49,10 +46,6 @@ class RolloutLabelConfig:
     threads: int | None = None
 
 
-def _final_text(path: list[str]) -> str | None:
-    return path[-1] if path and is_final(path[-1]) else None
-
-
 def label_paths(
     policy: Policy,
     problems: list[dict[str, Any]],
@@ -67,13 +60,19 @@ def label_paths(
     labels: list[list[str]] = [[] for _ in paths]
     undecided: list[int] = []
     for k, (i, path) in enumerate(paths):
-        if _correct(problems[i], _final_text(path)):
+        if _correct(problems[i], _final(path)):
             labels[k] = ["+"] * len(path)
         else:
             undecided.append(k)
     depth = 0
     n_rollouts = 0
     bar = tqdm(desc="rollout labels", total=len(undecided), disable=not progress)
+
+    def first_error_here(k: int) -> None:
+        """The step at ``depth`` is the first one nothing rescues: it and every later step are ``-``."""
+        labels[k] += ["-"] * (len(paths[k][1]) - len(labels[k]))
+        bar.update(1)
+
     while undecided:
         depth += 1
         still: list[int] = []
@@ -81,34 +80,28 @@ def label_paths(
         asked: list[int] = []
         for k in undecided:
             i, path = paths[k]
-            prefix = path[:depth]
             if depth >= len(path):  # the whole wrong path: its last step ends it wrongly
-                labels[k] = labels[k] + ["-"] * (len(path) - len(labels[k]))
-                bar.update(1)
+                first_error_here(k)
                 continue
             asked.append(k)
-            starts.extend((i, prefix) for _ in range(rollouts))
+            starts.extend((i, path[:depth]) for _ in range(rollouts))
         if starts:
             done = complete_paths(policy, problems, images, starts, temperature, max_depth)
             n_rollouts += len(starts)
             for a, k in enumerate(asked):
-                i, path = paths[k]
-                rescued = any(_correct(problems[i], _final_text(d)) for d in done[a * rollouts : (a + 1) * rollouts])
-                if rescued:
+                i = paths[k][0]
+                if any(_correct(problems[i], _final(d)) for d in done[a * rollouts : (a + 1) * rollouts]):
                     labels[k].append("+")
                     still.append(k)
                 else:
-                    labels[k] = labels[k] + ["-"] * (len(path) - len(labels[k]))
-                    bar.update(1)
+                    first_error_here(k)
         undecided = still
     bar.close()
     return labels, n_rollouts
 
 
 def write_rollout_labels(cfg: RolloutLabelConfig, progress: bool = True) -> dict[str, Any]:
-    setup(cfg.seed, cfg.threads)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    setup(cfg.seed, cfg.threads)  # seeds random, numpy and torch
     root = Path(cfg.data)
     problems = read_jsonl(root / "problems.jsonl")[cfg.offset : cfg.offset + cfg.problems]
     images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
@@ -154,7 +147,7 @@ def write_rollout_labels(cfg: RolloutLabelConfig, progress: bool = True) -> dict
             counts["correct_paths"] += int("-" not in lab)
             counts["steps"] += len(lab)
             counts["negative_steps"] += lab.count("-")
-    n_right = sum(_correct(problems[i], _final_text(s)) for (i, _), s in zip(starts, sampled, strict=True))
+    n_right = sum(_correct(problems[i], _final(s)) for (i, _), s in zip(starts, sampled, strict=True))
     summary = {
         "config": asdict(cfg),
         **counts,
