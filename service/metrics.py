@@ -50,11 +50,26 @@ def candidate_bucket(candidates: int) -> str:
     return str(next(b for b in CANDIDATE_BUCKETS if candidates <= b))
 
 
-for _reason in ("invalid_request", "invalid_image", "image_too_large", "unsupported_media_type", "overloaded"):
-    REJECTED.labels(_reason)  # export zeros, so rate() panels have series before the first rejection
+MODE_STRATEGIES = [("direct", "none"), ("cot", "none"), ("quick", "none")] + [
+    ("slow", strategy) for strategy in ("beam", "greedy", "best_of_n", "majority")
+]
 
-for _mode in ("direct", "cot", "quick"):
-    SOLVE_LATENCY.labels(_mode, "none", "1")
-for _strategy in ("beam", "greedy", "best_of_n", "majority"):
-    for _bucket in CANDIDATE_BUCKETS:
-        SOLVE_LATENCY.labels("slow", _strategy, str(_bucket))  # every series exists before its first solve
+
+def _export_zeros() -> None:
+    """Create every fixed-label series at start-up, so Prometheus scrapes a zero before the first event and rate()
+    panels see the first solve as an increase (a series born with its first observation shows none)."""
+    for reason in ("invalid_request", "invalid_image", "image_too_large", "unsupported_media_type", "overloaded"):
+        REJECTED.labels(reason)
+    for role in ("policy", "prm"):
+        for histogram in (JOB_LATENCY, QUEUE_WAIT, JOB_BATCH_SIZE):
+            histogram.labels(role)
+    for mode, strategy in MODE_STRATEGIES:
+        EXPANDED_NODES.labels(mode, strategy)
+        GENERATED_TOKENS.labels(mode)
+        for status in ("ok", "truncated", "cancelled"):
+            SOLVE_REQUESTS.labels(mode, strategy, status)
+        for bucket in (1,) if mode != "slow" else CANDIDATE_BUCKETS:
+            SOLVE_LATENCY.labels(mode, strategy, str(bucket))
+
+
+_export_zeros()

@@ -51,6 +51,7 @@ class _BatchWorker(Generic[J]):
         self.max_wait_s = max_wait_s
         self.worker_id = make_worker_id(self.role)
         self._stopping = asyncio.Event()
+        metrics.export_role(self.role)
 
     def stop(self) -> None:
         """Finish the batch in flight, then return from ``run`` (SIGTERM drains this way)."""
