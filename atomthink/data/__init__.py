@@ -2,6 +2,7 @@
 
 from atomthink.data.engine import (
     CAPABILITIES,
+    CORRUPTIONS,
     FAMILIES,
     Problem,
     Step,
@@ -13,6 +14,7 @@ from atomthink.data.engine import (
 
 __all__ = [
     "CAPABILITIES",
+    "CORRUPTIONS",
     "FAMILIES",
     "Problem",
     "Step",

@@ -169,3 +169,32 @@ def build_tiny_prm(out_dir: str | Path, shape: TinyPrmShape = TinyPrmShape(), se
     tokenizer.save_pretrained(out)
     (out / PRESET_FILE).write_text(json.dumps({"prm_preset": "tiny"}, indent=2) + "\n")
     return out
+
+
+def prm_from_policy(policy_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a causal-LM PRM whose weights are the policy's language model (decoder and tied LM head), the vision
+    tower and projector dropped: the PRM starts from what the policy knows of steps and arithmetic, as real PRMs start
+    from their base LLM (Math-Shepherd, AtomThink). Both models share the character tokenizer."""
+    from safetensors.torch import load_file
+
+    policy = Path(policy_dir)
+    config = json.loads((policy / "config.json").read_text())
+    if "text_config" not in config:
+        raise ValueError(f"{policy} is not a tiny LLaVA policy: its config has no text_config")
+    text_config = config["text_config"]
+    tokenizer = char_tokenizer()
+    if text_config["vocab_size"] != len(tokenizer):
+        raise ValueError(f"{policy} has a vocabulary of {text_config['vocab_size']}, not the tiny tokenizer's")
+    prefix = "language_model."
+    state = {k[len(prefix) :]: v for k, v in load_file(policy / "model.safetensors").items() if k.startswith(prefix)}
+    model = LlamaForCausalLM(LlamaConfig(**text_config))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"{policy} is not a tiny LLaVA policy: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / PRESET_FILE).write_text(json.dumps({"prm_preset": "tiny"}, indent=2) + "\n")
+    return out

@@ -54,6 +54,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     q.add_argument("--max-minutes", type=float, default=55.0)
     q.add_argument("--stop-after", type=int, default=None, help="stop after N optimizer steps")
     q.add_argument("--init-from", default=None, help="continue from this PRM checkpoint")
+    q.add_argument("--init-from-policy", default=None, help="start from this tiny policy's language model")
     q.add_argument("--batch-size", type=int, default=32)
     q.add_argument("--lr", type=float, default=1e-3)
     q.add_argument("--hidden", type=int, default=128)

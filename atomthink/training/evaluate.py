@@ -2,7 +2,8 @@
 
 * reading accuracy: greedy next step after the gold prefix, on every ``image_recognition`` step;
 * direct / cot / quick (one sampled step at a time) accuracy;
-* best-of-N (N quick paths, PRM ``min`` aggregation) and majority vote over the same N paths;
+* best-of-N (N quick paths, finished ones first as the service ranks them, then by PRM ``min``/``mean``/``last``)
+  and majority vote over the same N paths;
 * step-wise beam search (width 2, 3 candidates per beam, all 6 ranked by the PRM's score of the last step);
 * PRM step-level AUROC on labelled held-out PRM records (overall and per corruption kind).
 
@@ -353,7 +354,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 for p, ps, sc in zip(problems, paths, per, strict=True):
                     ps_k, sc_k = ps[:k], sc[:k]
                     for agg in ("min", "mean", "last"):
-                        best = max(range(k), key=lambda j: aggregate(sc_k[j], agg) if sc_k[j] else 0.0)
+                        # as the service ranks: finished paths first, then by aggregated score
+                        best = max(
+                            range(k),
+                            key=lambda j: (_final(ps_k[j]) is not None, aggregate(sc_k[j], agg) if sc_k[j] else 0.0),
+                        )
                         res[f"best_of_n_{agg}"].append(_correct(p, _final(ps_k[best])))
                     votes = Counter(extract_answer(f, p.get("choices")) for f in map(_final, ps_k) if f)
                     vote = votes.most_common(1)[0][0] if votes else None

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from atomthink.data.records import read_jsonl, split_process
-from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm
+from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm, prm_from_policy
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
 from atomthink.training.drill import CalcDrill
@@ -48,6 +48,10 @@ class PrmTrainConfig:
     max_records: int | None = None
     threads: int | None = None
     init_from: str | None = None
+    """Continue from this PRM checkpoint."""
+    init_from_policy: str | None = None
+    """Start from this tiny policy's language model (``prm_from_policy``); ``hidden``/``layers``/``heads`` are
+    then the policy's."""
     drill_batch: int = 64
     """Text-only arithmetic lines per step (``atomthink.training.drill``; 0 turns the drill off)."""
     drill_weight: float = 0.5
@@ -119,8 +123,12 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
+    if cfg.init_from and cfg.init_from_policy:
+        raise ValueError("init_from and init_from_policy are exclusive")
     if cfg.init_from:
         shutil.copytree(cfg.init_from, out, ignore=shutil.ignore_patterns("train_log.jsonl", "training_summary.json"))
+    elif cfg.init_from_policy:
+        prm_from_policy(cfg.init_from_policy, out)
     else:
         build_tiny_prm(out, TinyPrmShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads), seed=cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(out)

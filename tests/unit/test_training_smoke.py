@@ -95,3 +95,22 @@ def test_prm_smoke(tiny_data: Path, tmp_path: Path) -> None:
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     scores = logits[pos][:, [plus, minus]].softmax(-1)[:, 0]
     assert scores.shape == (2,) and torch.all((scores >= 0) & (scores <= 1))
+
+
+def test_prm_starts_from_the_policy_language_model(tmp_path: Path) -> None:
+    """``prm_from_policy`` keeps the policy's decoder and tied head: on text the two give the same logits, and the
+    PRM trains from there with the PRM's loss."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from atomthink.modeling.tiny import TinyPolicyShape, build_tiny_policy, prm_from_policy
+
+    policy_dir = build_tiny_policy(tmp_path / "policy", TinyPolicyShape(text_layers=1, vision_layers=1), seed=1)
+    prm_dir = prm_from_policy(policy_dir, tmp_path / "prm")
+    policy = AutoModelForImageTextToText.from_pretrained(policy_dir).eval()
+    prm = AutoModelForCausalLM.from_pretrained(prm_dir).eval()
+    ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
+    with torch.no_grad():
+        assert torch.equal(policy(input_ids=ids).logits, prm(input_ids=ids).logits)
+    assert prm.lm_head.weight.data_ptr() == prm.model.embed_tokens.weight.data_ptr()
+    with pytest.raises(ValueError, match="not a tiny LLaVA"):
+        prm_from_policy(prm_dir, tmp_path / "again")  # a PRM is not a policy
