@@ -5,7 +5,8 @@
 * best-of-N (N quick paths, finished ones first as the service ranks them, then by PRM ``min``/``mean``/``last``)
   and majority vote over the same N paths;
 * step-wise beam search (width 2, 3 candidates per beam, all 6 ranked by the PRM's score of the last step);
-* PRM step-level AUROC on labelled held-out PRM records (overall and per corruption kind).
+* PRM step-level AUROC on labelled held-out PRM records (overall, on the steps up to and including each record's
+  first ``-``, and per corruption kind).
 
 The policy is called exactly as the serving contract says: the TINY prompt through the processor's chat template,
 ``padding_side="left"``, generation stopped at the step delimiter or EOS.
@@ -153,6 +154,13 @@ def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
             flat_y.append(1 if lab == "+" else 0)
             kinds.append(r["corruption"] or "clean")
     result = {"all": auroc(flat_s, flat_y), "steps": len(flat_s), "negatives": flat_y.count(0)}
+    # the steps a first-error PRM is trained on: each record up to and including its first "-"
+    first_s, first_y = [], []
+    for r, sc in zip(records, scores, strict=True):
+        keep = r["label"].index("-") + 1 if "-" in r["label"] else len(r["label"])
+        first_s += sc[:keep]
+        first_y += [1 if lab == "+" else 0 for lab in r["label"][:keep]]
+    result["up_to_first_error"] = auroc(first_s, first_y)
     pos = [s for s, y in zip(flat_s, flat_y, strict=True) if y == 1]
     for kind in sorted(set(kinds) - {"clean"}):
         neg = [s for s, y, k in zip(flat_s, flat_y, kinds, strict=True) if y == 0 and k == kind]

@@ -55,10 +55,17 @@ class PrmTrainConfig:
     drill_batch: int = 64
     """Text-only arithmetic lines per step (``atomthink.training.drill``; 0 turns the drill off)."""
     drill_weight: float = 0.5
+    supervise: str = "all"
+    """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
+    answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
+    wrong value, get no loss, so a ``-`` always means "this step is wrong" and a correct step scores high at any
+    depth (AtomThink's PRM data marks the corrupted step, not what follows it)."""
 
 
 class PrmData:
-    def __init__(self, dirs: list[str], tokenizer: Any, max_records: int | None = None) -> None:
+    def __init__(self, dirs: list[str], tokenizer: Any, max_records: int | None = None, supervise: str = "all") -> None:
+        if supervise not in ("all", "first_error"):
+            raise ValueError(f"supervise must be 'all' or 'first_error', not {supervise!r}")
         plus, minus = label_token_ids(tokenizer, TINY_PRM)
         n_tag = len(tokenizer(TINY_PRM.step_tag, add_special_tokens=False)["input_ids"])
         self.examples: list[tuple[list[int], list[int], list[int], list[int]]] = []  # ids, pos, targets, lm_ok
@@ -71,6 +78,10 @@ class PrmData:
                 ids, pos = encode_path(tokenizer, TINY_PRM, r["question"], steps)
                 n_question = len(encode_path(tokenizer, TINY_PRM, r["question"], [])[0])
                 targets = [plus if lab == "+" else minus for lab in r["label"]]
+                if supervise == "first_error" and minus in targets:
+                    keep = targets.index(minus) + 1
+                    pos, targets = pos[:keep], targets[:keep]
+                    ids = ids[: pos[-1] + 1]  # nothing after the last label is needed
                 # positions whose next token lies inside a correct step (auxiliary LM loss); the tag positions
                 # carry the label and are left out
                 lm_ok = [0] * len(ids)
@@ -135,7 +146,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(out)
     model.train()
     t0 = time.time()
-    data = PrmData(cfg.data, tokenizer, cfg.max_records)
+    data = PrmData(cfg.data, tokenizer, cfg.max_records, cfg.supervise)
     drill = CalcDrill(tokenizer)
     prep_s = time.time() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))

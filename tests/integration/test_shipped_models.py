@@ -43,3 +43,31 @@ async def test_shipped_models_read_and_solve_in_quick_mode() -> None:
     print(f"shipped models, {SAMPLE} held-out problems: first step right {readings_right}, solved {solved}")
     assert readings_right >= SAMPLE - 3, f"first step (reading) right in only {readings_right}/{SAMPLE}"
     assert solved >= SAMPLE - 4, f"only {solved}/{SAMPLE} held-out problems solved in greedy quick mode"
+
+
+CHECKABLE = ("slip", "wrong_op", "skip", "operand", "wrong_item", "conclusion")  # every kind but a misread value
+
+
+def test_shipped_prm_ranks_the_reference_path_above_checkable_errors() -> None:
+    """Through the serving PRM backend: the reference solution's worst step scores above the worst step of a path
+    with one checkable error (the engine's corruptions of the same held-out problem)."""
+    import random
+
+    from atomthink.data import corrupt
+    from atomthink.prompts import format_question
+    from workers.backends.base import ScoreRequest
+    from workers.backends.hf_prm import TransformersPrm
+
+    prm = TransformersPrm(str(DEFAULT_PRM_DIR))
+    rng = random.Random(0)
+    wins = pairs = 0
+    for index in range(40):
+        problem = make_problem(HELD_OUT_SEED, index)
+        wrong = [out[0] for kind in CHECKABLE if (out := corrupt(problem, kind, rng)) is not None]
+        paths = [[s.text for s in problem.steps]] + [[s.text for s in steps] for steps in wrong]
+        [scores] = prm.score([ScoreRequest(format_question(problem.question, problem.choices), paths)])
+        reference, *corrupted = (min(s) for s in scores)
+        wins += sum(reference > c for c in corrupted)
+        pairs += len(corrupted)
+    print(f"shipped PRM: reference path ranked first in {wins}/{pairs} pairs")
+    assert wins >= 0.8 * pairs, f"reference path ranked above a checkable error in only {wins}/{pairs} pairs"

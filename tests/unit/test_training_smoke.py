@@ -114,3 +114,21 @@ def test_prm_starts_from_the_policy_language_model(tmp_path: Path) -> None:
     assert prm.lm_head.weight.data_ptr() == prm.model.embed_tokens.weight.data_ptr()
     with pytest.raises(ValueError, match="not a tiny LLaVA"):
         prm_from_policy(prm_dir, tmp_path / "again")  # a PRM is not a policy
+
+
+def test_first_error_supervision_stops_at_the_first_wrong_step(tmp_path: Path) -> None:
+    from atomthink.modeling.tiny import char_tokenizer
+    from atomthink.training.prm import PrmData
+
+    tag = TINY_PRM.step_tag
+    steps = ["Bar A is 3.", "3 + 4 = 8", "8 + 1 = 9", "To sum up, the final answer is: 9"]
+    record = {"id": "x", "question": "Q?", "process": tag.join(steps) + tag, "label": ["+", "-", "-", "-"]}
+    (tmp_path / "prm.jsonl").write_text(json.dumps(record) + "\n")
+    tokenizer = char_tokenizer()
+    plus, minus = label_token_ids(tokenizer, TINY_PRM)
+    [(ids_all, pos_all, targets_all, _)] = PrmData([str(tmp_path)], tokenizer).examples
+    [(ids, pos, targets, _)] = PrmData([str(tmp_path)], tokenizer, supervise="first_error").examples
+    assert targets_all == [plus, minus, minus, minus] and targets == [plus, minus]
+    assert pos == pos_all[:2] and ids == ids_all[: pos[-1] + 1]
+    with pytest.raises(ValueError, match="supervise"):
+        PrmData([str(tmp_path)], tokenizer, supervise="some")
