@@ -2,7 +2,6 @@
 
 from atomthink.data.engine import (
     CAPABILITIES,
-    CORRUPTIONS,
     FAMILIES,
     Problem,
     Step,
@@ -14,7 +13,6 @@ from atomthink.data.engine import (
 
 __all__ = [
     "CAPABILITIES",
-    "CORRUPTIONS",
     "FAMILIES",
     "Problem",
     "Step",

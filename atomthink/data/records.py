@@ -29,15 +29,7 @@ from atomthink.prm_format import TINY_PRM
 from atomthink.prompts import TINY, format_question
 from atomthink.steps import is_final
 
-CORRUPTION_WEIGHTS = {
-    "misread": 0.1,
-    "slip": 0.25,
-    "wrong_op": 0.15,
-    "skip": 0.15,
-    "operand": 0.15,
-    "wrong_item": 0.1,
-    "conclusion": 0.1,
-}
+CORRUPTION_WEIGHTS = {"misread": 0.12, "slip": 0.28, "wrong_op": 0.2, "skip": 0.2, "operand": 0.2}
 
 
 def problem_record(p: Problem, image_path: str) -> dict[str, Any]:
