@@ -58,8 +58,8 @@ class PrmTrainConfig:
     supervise: str = "all"
     """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
     answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
-    wrong value, get no loss, so a ``-`` always means "this step is wrong" and a correct step scores high at any
-    depth (AtomThink's PRM data marks the corrupted step, not what follows it)."""
+    wrong value, get no loss, so a ``-`` always means "this step is wrong" (AtomThink's PRM data marks the corrupted
+    step, not what follows it). Measured on the tiny models it did not rank paths better (see the PRM card)."""
 
 
 class PrmData:
