@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class PrmTrainConfig:
     drill_batch: int = 64
     """Text-only arithmetic lines per step (``atomthink.training.drill``; 0 turns the drill off)."""
     drill_weight: float = 0.5
-    supervise: str = "all"
+    supervise: Literal["all", "first_error"] = "all"
     """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
     answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
     wrong value, get no loss, so a ``-`` always means "this step is wrong" (AtomThink's PRM data marks the corrupted
@@ -131,11 +131,11 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     setup(cfg.seed, cfg.threads)
+    if cfg.init_from and cfg.init_from_policy:
+        raise ValueError("init_from and init_from_policy are exclusive")
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
-    if cfg.init_from and cfg.init_from_policy:
-        raise ValueError("init_from and init_from_policy are exclusive")
     if cfg.init_from:
         shutil.copytree(cfg.init_from, out, ignore=shutil.ignore_patterns("train_log.jsonl", "training_summary.json"))
     elif cfg.init_from_policy:
