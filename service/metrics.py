@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from service.schemas import Mode, Strategy
 
 CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
@@ -50,8 +54,8 @@ def candidate_bucket(candidates: int) -> str:
     return str(next(b for b in CANDIDATE_BUCKETS if candidates <= b))
 
 
-MODE_STRATEGIES = [("direct", "none"), ("cot", "none"), ("quick", "none")] + [
-    ("slow", strategy) for strategy in ("beam", "greedy", "best_of_n", "majority")
+MODE_STRATEGIES = [(mode, "none") for mode in get_args(Mode) if mode != "slow"] + [
+    ("slow", strategy) for strategy in get_args(Strategy)
 ]
 
 

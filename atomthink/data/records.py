@@ -120,6 +120,11 @@ def prm_records(p: Problem, rng: random.Random, negatives: int = 2) -> Iterator[
         made += 1
 
 
+def through_first_error(labels: list[str]) -> int:
+    """How many steps lead up to and include the first ``-`` label (all of them when none is ``-``)."""
+    return labels.index("-") + 1 if "-" in labels else len(labels)
+
+
 def split_process(process: str) -> list[str]:
     """The steps of a PRM record's ``process`` (inverse of joining with the step tag)."""
     parts = process.split(TINY_PRM.step_tag)

@@ -157,18 +157,23 @@ def build_tiny_policy(out_dir: str | Path, shape: TinyPolicyShape = TinyPolicySh
     return out
 
 
-def build_tiny_prm(out_dir: str | Path, shape: TinyPrmShape = TinyPrmShape(), seed: int = 0) -> Path:
-    """Write a randomly initialised tiny causal-LM PRM (Math-Shepherd-style ``ки`` tag, ``+``/``-`` labels)."""
-    torch.manual_seed(seed)
-    tokenizer = char_tokenizer()
-    config = _llama_config(tokenizer, shape.hidden, shape.layers, shape.heads, shape.max_positions)
-    model = LlamaForCausalLM(config)
+def _save_prm(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> Path:
+    """Save a tiny PRM checkpoint: weights, tokenizer and the ``tiny`` PRM preset."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / PRESET_FILE).write_text(json.dumps({"prm_preset": "tiny"}, indent=2) + "\n")
     return out
+
+
+def build_tiny_prm(out_dir: str | Path, shape: TinyPrmShape = TinyPrmShape(), seed: int = 0) -> Path:
+    """Write a randomly initialised tiny causal-LM PRM (Math-Shepherd-style ``ки`` tag, ``+``/``-`` labels)."""
+    torch.manual_seed(seed)
+    tokenizer = char_tokenizer()
+    config = _llama_config(tokenizer, shape.hidden, shape.layers, shape.heads, shape.max_positions)
+    model = LlamaForCausalLM(config)
+    return _save_prm(model, tokenizer, out_dir)
 
 
 def prm_from_policy(policy_dir: str | Path, out_dir: str | Path) -> Path:
@@ -192,9 +197,4 @@ def prm_from_policy(policy_dir: str | Path, out_dir: str | Path) -> Path:
     if unexpected or set(missing) - {"lm_head.weight"}:
         raise ValueError(f"{policy} is not a tiny LLaVA policy: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / PRESET_FILE).write_text(json.dumps({"prm_preset": "tiny"}, indent=2) + "\n")
-    return out
+    return _save_prm(model, tokenizer, out_dir)

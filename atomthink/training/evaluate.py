@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from atomthink.data.records import read_jsonl, split_process
+from atomthink.data.records import read_jsonl, split_process, through_first_error
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.prompts import TINY, chat_messages, format_question
 from atomthink.steps import extract_answer, invalid_reason, is_final
-from service.orchestrator.tree import aggregate
+from service.orchestrator.tree import rank_key
 
 
 class Policy:
@@ -157,7 +157,7 @@ def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
     # the steps a first-error PRM is trained on: each record up to and including its first "-"
     first_s, first_y = [], []
     for r, sc in zip(records, scores, strict=True):
-        keep = r["label"].index("-") + 1 if "-" in r["label"] else len(r["label"])
+        keep = through_first_error(r["label"])
         first_s += sc[:keep]
         first_y += [1 if lab == "+" else 0 for lab in r["label"][:keep]]
     result["up_to_first_error"] = auroc(first_s, first_y)
@@ -362,11 +362,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 for p, ps, sc in zip(problems, paths, per, strict=True):
                     ps_k, sc_k = ps[:k], sc[:k]
                     for agg in ("min", "mean", "last"):
-                        # as the service ranks: finished paths first, then by aggregated score
-                        best = max(
-                            range(k),
-                            key=lambda j: (_final(ps_k[j]) is not None, aggregate(sc_k[j], agg) if sc_k[j] else 0.0),
-                        )
+                        best = max(range(k), key=lambda j: rank_key(_final(ps_k[j]) is not None, sc_k[j], agg))
                         res[f"best_of_n_{agg}"].append(_correct(p, _final(ps_k[best])))
                     votes = Counter(extract_answer(f, p.get("choices")) for f in map(_final, ps_k) if f)
                     vote = votes.most_common(1)[0][0] if votes else None

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from atomthink.data.records import read_jsonl, split_process
+from atomthink.data.records import read_jsonl, split_process, through_first_error
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm, prm_from_policy
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
@@ -78,8 +78,8 @@ class PrmData:
                 ids, pos = encode_path(tokenizer, TINY_PRM, r["question"], steps)
                 n_question = len(encode_path(tokenizer, TINY_PRM, r["question"], [])[0])
                 targets = [plus if lab == "+" else minus for lab in r["label"]]
-                if supervise == "first_error" and minus in targets:
-                    keep = targets.index(minus) + 1
+                if supervise == "first_error" and "-" in r["label"]:
+                    keep = through_first_error(r["label"])
                     pos, targets = pos[:keep], targets[:keep]
                     ids = ids[: pos[-1] + 1]  # nothing after the last label is needed
                 # positions whose next token lies inside a correct step (auxiliary LM loss); the tag positions

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from atomthink.protocol import Candidate, PromptKind
 from atomthink.steps import extract_answer, invalid_reason
-from service.orchestrator.tree import Aggregation, Node, SearchTree, aggregate
+from service.orchestrator.tree import Aggregation, Node, SearchTree, aggregate, rank_key
 
 
 class StepExpander(Protocol):
@@ -146,7 +146,7 @@ async def _rollouts(expander: StepExpander, tree: SearchTree, config: SearchConf
 
 def _rank(leaves: Sequence[Node], config: SearchConfig) -> list[Node]:
     """Finished paths first, then by aggregated score (stable: earlier samples win ties)."""
-    return sorted(leaves, key=lambda n: (n.final, aggregate(n.path_scores or [], config.aggregation)), reverse=True)
+    return sorted(leaves, key=lambda n: rank_key(n.final, n.path_scores or [], config.aggregation), reverse=True)
 
 
 async def best_of_n(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:

@@ -25,6 +25,11 @@ def aggregate(scores: Sequence[float], how: Aggregation) -> float:
     return math.prod(scores)
 
 
+def rank_key(final: bool, scores: Sequence[float], how: Aggregation) -> tuple[bool, float]:
+    """How path-level strategies rank paths: finished ones first, then by aggregated score."""
+    return final, aggregate(scores, how)
+
+
 @dataclass(eq=False)
 class Node:
     """One atomic step. ``path_scores`` holds the PRM scores of every step from the root to here."""
