@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 Mode = Literal["direct", "cot", "quick", "slow"]
-Strategy = Literal["beam", "greedy", "best_of_n", "majority"]
+Strategy = Literal["beam", "greedy", "best_of_n", "majority", "weighted_majority"]
+PATH_LEVEL_STRATEGIES: tuple[Strategy, ...] = ("best_of_n", "majority", "weighted_majority")
+"""Strategies that sample whole paths (``candidates`` of them) rather than search step by step."""
 AggregationName = Literal["min", "last", "mean", "prod"]
 
 SLOW_ONLY_FIELDS = ("strategy", "candidates", "beam_width", "aggregation")
@@ -29,7 +31,9 @@ class SolveParams(BaseModel):
         None, max_length=26, description="Multiple-choice options; the answer is then an option letter."
     )
     mode: Mode = Field("quick", description="direct | cot | quick (QuickThink) | slow (SlowThink).")
-    strategy: Strategy | None = Field(None, description="slow only: beam (default) | greedy | best_of_n | majority.")
+    strategy: Strategy | None = Field(
+        None, description="slow only: beam (default) | greedy | best_of_n | majority | weighted_majority."
+    )
     candidates: int | None = Field(
         None,
         ge=1,
@@ -60,7 +64,7 @@ class SolveParams(BaseModel):
                     raise _field_error(name, f"{name!r} applies to mode 'slow' only, not {self.mode!r}")
         if self.strategy == "greedy" and self.beam_width not in (None, 1):
             raise _field_error("beam_width", "greedy search keeps exactly one beam; omit beam_width or use beam")
-        if self.strategy in ("best_of_n", "majority") and self.beam_width is not None:
+        if self.strategy in PATH_LEVEL_STRATEGIES and self.beam_width is not None:
             raise _field_error("beam_width", f"beam_width does not apply to strategy {self.strategy!r}")
         if self.choices is not None and any(not c.strip() or len(c) > 1000 for c in self.choices):
             raise _field_error("choices", "every choice must be 1 to 1000 characters")
@@ -132,7 +136,10 @@ class SolveResponse(BaseModel):
     mode: Mode
     strategy: Strategy | None
     aggregation: AggregationName | None
-    votes: dict[str, int] | None = None
+    votes: dict[str, int] | None = Field(None, description="majority strategies: paths per answer.")
+    vote_weights: dict[str, float] | None = Field(
+        None, description="weighted_majority: summed aggregated PRM score per answer."
+    )
     stats: Stats
     timings_ms: Timings
     truncated: bool

@@ -95,9 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of the flags below",
     )
     runs.add_argument("--mode", type=_choices(MODES), default=["quick"], help="comma list of direct,cot,quick,slow")
-    runs.add_argument(
-        "--strategy", type=_choices(STRATEGIES), help="slow: comma list of beam,greedy,best_of_n,majority"
-    )
+    runs.add_argument("--strategy", type=_choices(STRATEGIES), help="slow: comma list of " + ",".join(STRATEGIES))
     runs.add_argument("--aggregation", type=_choices(AGGREGATIONS), help="slow: comma list of min,last,mean,prod")
     runs.add_argument("--candidates", type=_ints, help="slow: candidate counts to sweep, e.g. 1,2,4,8")
     runs.add_argument("--beam-width", type=int, help="slow beam: beams kept per depth (default 2)")

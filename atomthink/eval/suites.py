@@ -1,9 +1,9 @@
 """What to run: one :class:`RunConfig` per solve setting, and the suites that group them into the paper's tables.
 
 * ``modes``: Direct, CoT, QuickThink and SlowThink (beam, width 2, 3 candidates): the paper's main table.
-* ``strategies``: majority vote, best-of-N under each aggregation (min, last, mean, prod), greedy and beam, all at
-  the largest candidate count of ``--candidates``: the strategy comparison.
-* ``scaling``: best-of-N, majority, greedy and beam at every candidate count of ``--candidates``: the test-time
+* ``strategies``: majority vote, PRM-weighted vote, best-of-N under each aggregation (min, last, mean, prod),
+  greedy and beam, all at the largest candidate count of ``--candidates``: the strategy comparison.
+* ``scaling``: best-of-N, both votes, greedy and beam at every candidate count of ``--candidates``: the test-time
   scaling curves.
 * ``paper``: all three, plus the capability analysis.
 Without ``--suite`` the runs are every combination of ``--mode``, ``--strategy``, ``--aggregation`` and
@@ -15,17 +15,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal, cast, get_args
 
 from service.schemas import AggregationName, Mode, SolveParams, Strategy
 
 SuiteName = Literal["modes", "strategies", "scaling", "paper"]
 SUITES: tuple[SuiteName, ...] = ("modes", "strategies", "scaling", "paper")
 MODES: tuple[Mode, ...] = ("direct", "cot", "quick", "slow")
-STRATEGIES: tuple[Strategy, ...] = ("beam", "greedy", "best_of_n", "majority")
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 AGGREGATIONS: tuple[AggregationName, ...] = ("min", "last", "mean", "prod")
 MODE_LABELS = {"direct": "Direct", "cot": "CoT", "quick": "QuickThink", "slow": "SlowThink"}
-STRATEGY_LABELS = {"beam": "Beam search", "greedy": "Greedy", "best_of_n": "Best-of-N", "majority": "Majority vote"}
+STRATEGY_LABELS = {
+    "beam": "Beam search",
+    "greedy": "Greedy",
+    "best_of_n": "Best-of-N",
+    "majority": "Majority vote",
+    "weighted_majority": "PRM-weighted vote",
+}
 PAPER_BEAM_WIDTH = 2
 PAPER_BEAM_CANDIDATES = 3
 
@@ -69,7 +75,7 @@ class RunConfig:
         if self.mode != "slow" or self.strategy is None:
             return MODE_LABELS[self.mode]
         name = STRATEGY_LABELS[self.strategy]
-        if self.strategy == "best_of_n":
+        if self.strategy in ("best_of_n", "weighted_majority"):
             name += f" ({self.aggregation})"
         if self.strategy == "beam":
             return f"{name} (N={self.candidates}, width {self.beam_width})"
@@ -85,8 +91,8 @@ class RunConfig:
     @property
     def curve(self) -> str:
         """The scaling curve this config is a point of (strategy, and aggregation where it is chosen)."""
-        if self.strategy == "best_of_n":
-            return f"{STRATEGY_LABELS['best_of_n']} ({self.aggregation})"
+        if self.strategy in ("best_of_n", "weighted_majority"):
+            return f"{STRATEGY_LABELS[self.strategy]} ({self.aggregation})"
         if self.strategy == "beam":
             return f"{STRATEGY_LABELS['beam']} (width {self.beam_width})"
         return STRATEGY_LABELS.get(self.strategy or "", MODE_LABELS[self.mode])
@@ -166,12 +172,12 @@ def suite_plan(
         plan.modes.append(RunConfig.make("slow", "beam", None, PAPER_BEAM_CANDIDATES, width))
     if suite in ("strategies", "paper"):
         n = max(candidates)
-        plan.strategies = [RunConfig.make("slow", "majority", None, n)]
+        plan.strategies = [RunConfig.make("slow", s, None, n) for s in ("majority", "weighted_majority")]
         plan.strategies += [RunConfig.make("slow", "best_of_n", agg, n) for agg in AGGREGATIONS]
         plan.strategies += [RunConfig.make("slow", "greedy", None, n), RunConfig.make("slow", "beam", None, n, width)]
     if suite in ("scaling", "paper"):
-        for strategy in ("best_of_n", "majority", "greedy", "beam"):
-            agg = aggregation if strategy == "best_of_n" else None
+        for strategy in ("best_of_n", "majority", "weighted_majority", "greedy", "beam"):
+            agg = aggregation if strategy in ("best_of_n", "weighted_majority") else None
             plan.scaling += [
                 RunConfig.make("slow", cast(Strategy, strategy), agg, n, width) for n in sorted(set(candidates))
             ]

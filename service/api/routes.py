@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +14,7 @@ from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.queue import metrics as queue_metrics
 from service.api.parsing import read_solve_request
 from service.runtime import Runtime
-from service.schemas import ErrorResponse, SolveResponse
+from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
 
 router = APIRouter()
 
@@ -41,11 +41,11 @@ _SOLVE_BODY: dict[str, Any] = {
                         "image": {"type": "string", "format": "binary"},
                         "question": {"type": "string"},
                         "choices": {"type": "array", "items": {"type": "string"}},
-                        "mode": {"type": "string", "enum": ["direct", "cot", "quick", "slow"]},
-                        "strategy": {"type": "string", "enum": ["beam", "greedy", "best_of_n", "majority"]},
+                        "mode": {"type": "string", "enum": list(get_args(Mode))},
+                        "strategy": {"type": "string", "enum": list(get_args(Strategy))},
                         "candidates": {"type": "integer"},
                         "beam_width": {"type": "integer"},
-                        "aggregation": {"type": "string", "enum": ["min", "last", "mean", "prod"]},
+                        "aggregation": {"type": "string", "enum": list(get_args(AggregationName))},
                         "max_steps": {"type": "integer"},
                         "temperature": {"type": "number"},
                         "top_p": {"type": "number"},

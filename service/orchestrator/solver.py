@@ -113,6 +113,8 @@ class Solver:
             return await strategies.beam(expander, tree, config)
         if strategy == "best_of_n":
             return await strategies.best_of_n(expander, tree, config)
+        if strategy == "weighted_majority":
+            return await strategies.weighted_majority(expander, tree, config)
         return await strategies.majority(expander, tree, config)
 
 
@@ -144,6 +146,7 @@ def _response(
         strategy=params.resolved_strategy,
         aggregation=params.resolved_aggregation,
         votes=outcome.votes,
+        vote_weights=outcome.vote_weights,
         stats=Stats(
             policy_calls=stats.policy_calls,
             prm_calls=stats.prm_calls,

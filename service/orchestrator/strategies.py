@@ -48,6 +48,7 @@ class SearchOutcome:
     answer: str | None
     final: bool
     votes: dict[str, int] | None = None
+    vote_weights: dict[str, float] | None = None
 
 
 def _answer_of(text: str, config: SearchConfig) -> str:
@@ -158,17 +159,43 @@ async def best_of_n(expander: StepExpander, tree: SearchTree, config: SearchConf
     return await _fallback_answer(expander, best, config)
 
 
-async def majority(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:
-    """Majority vote over N sampled paths; ties go to the answer whose best path scores highest."""
+def tally(answers: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
+    """Total weight per answer (a weight of 1 per path is a plain vote count)."""
+    totals: dict[str, float] = {}
+    for answer, weight in zip(answers, weights, strict=True):
+        totals[answer] = totals.get(answer, 0.0) + weight
+    return totals
+
+
+async def _vote(expander: StepExpander, tree: SearchTree, config: SearchConfig, *, weighted: bool) -> SearchOutcome:
+    """Vote over N sampled paths, one vote per path or the path's aggregated PRM score; ties go to the best path."""
     ranked = _rank(await _rollouts(expander, tree, config), config)
     finished = [leaf for leaf in ranked if leaf.final]
     if not finished:
         tree.best = ranked[0]
         return await _fallback_answer(expander, ranked[0], config)
-    answers = {leaf.id: _answer_of(leaf.text, config) for leaf in finished}
-    votes = Counter(answers.values())
-    top = max(votes.values())
-    # ``finished`` is ranked by score, so the first path whose answer has the top count wins ties.
-    winner = next(leaf for leaf in finished if votes[answers[leaf.id]] == top)
-    tree.best = winner
-    return SearchOutcome(winner, answers[winner.id], final=True, votes=dict(votes))
+    answers = [_answer_of(leaf.text, config) for leaf in finished]
+    weights = [aggregate(leaf.path_scores or [], config.aggregation) if weighted else 1.0 for leaf in finished]
+    totals = tally(answers, weights)
+    top = max(totals.values())
+    # ``finished`` is ranked by score, so the first path whose answer has the top total wins ties.
+    index = next(i for i, answer in enumerate(answers) if totals[answer] == top)
+    tree.best = finished[index]
+    counts = Counter(answers)
+    return SearchOutcome(
+        finished[index],
+        answers[index],
+        final=True,
+        votes=dict(counts),
+        vote_weights={a: round(w, 6) for a, w in totals.items()} if weighted else None,
+    )
+
+
+async def majority(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:
+    """Majority vote over N sampled paths; ties go to the answer whose best path scores highest."""
+    return await _vote(expander, tree, config, weighted=False)
+
+
+async def weighted_majority(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:
+    """PRM-weighted vote: each answer gets the sum of its paths' aggregated scores (Uesato et al., 2022)."""
+    return await _vote(expander, tree, config, weighted=True)

@@ -75,6 +75,13 @@ JSON_CASES: list[tuple[str, dict[str, Any], int, str, str | None]] = [
         "invalid_request",
         "beam_width",
     ),  # fmt: skip
+    (
+        "weighted vote with width",
+        {**VALID, "mode": "slow", "strategy": "weighted_majority", "beam_width": 2},
+        422,
+        "invalid_request",
+        "beam_width",
+    ),  # fmt: skip
     ("unknown field", {**VALID, "answer_hint": "7"}, 422, "invalid_request", "answer_hint"),
     ("invalid base64", {**VALID, "image": "not base64!!"}, 400, "invalid_image", "image"),
     ("image not a string", {**VALID, "image": 5}, 422, "invalid_request", "image"),

@@ -21,6 +21,7 @@ MODES: list[dict[str, Any]] = [
     {"mode": "slow", "strategy": "greedy", "candidates": 2},
     {"mode": "slow", "strategy": "best_of_n", "candidates": 4, "aggregation": "mean"},
     {"mode": "slow", "strategy": "majority", "candidates": 4},
+    {"mode": "slow", "strategy": "weighted_majority", "candidates": 4},
 ]
 RESPONSE_FIELDS = {"id", "answer", "steps", "mode", "strategy", "stats", "timings_ms", "truncated"}
 
@@ -47,6 +48,9 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
         assert body["strategy"] == fields.get("strategy", "beam")
         assert body["stats"]["prm_calls"] >= 1
         assert all(isinstance(step["score"], float) and 0 <= step["score"] <= 1 for step in body["steps"])
+        if body["strategy"] == "weighted_majority" and body["final"]:
+            assert body["vote_weights"].keys() == body["votes"].keys()
+            assert body["vote_weights"][body["answer"]] == max(body["vote_weights"].values())
     else:
         assert body["strategy"] is None and body["stats"]["prm_calls"] == 0
         assert all(step["score"] is None for step in body["steps"])

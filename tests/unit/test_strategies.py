@@ -166,6 +166,32 @@ async def test_majority_breaks_ties_by_aggregated_score() -> None:
     assert outcome.answer == "7"
 
 
+async def test_weighted_majority_outvotes_a_larger_low_scored_answer() -> None:
+    # three paths say 5 with min scores 0.2, 0.3, 0.1 (total 0.6); two say 7 with 0.9 and 0.8 (total 1.7)
+    script = {
+        (): ["m1", "m2", "m3", "m4", "m5"],
+        **{(f"m{i}",): [FINAL + "5"] for i in (1, 2, 4)},
+        **{(f"m{i}",): [FINAL + "7"] for i in (3, 5)},
+    }
+    scores = {"m1": 0.2, "m2": 0.3, "m3": 0.9, "m4": 0.1, "m5": 0.8, FINAL + "5": 0.95, FINAL + "7": 0.95}
+    config = SearchConfig(candidates=5, aggregation="min")
+    plain = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), config)
+    weighted = await strategies.weighted_majority(ScriptedExpander(script, scores), SearchTree(), config)
+    assert plain.answer == "5"
+    assert weighted.answer == "7" and weighted.final
+    assert weighted.leaf.steps() == ["m3", FINAL + "7"]  # the best-scored path of the winning answer
+    assert weighted.votes == {"5": 3, "7": 2}
+    assert weighted.vote_weights == pytest.approx({"5": 0.6, "7": 1.7})
+
+
+async def test_weighted_majority_falls_back_when_no_path_finishes() -> None:
+    script = {(): ["a"], ("a",): ["b"], ("a", "b"): ["c"]}
+    expander = ScriptedExpander(script, {"a": 0.5, "b": 0.5, "c": 0.5})
+    outcome = await strategies.weighted_majority(expander, SearchTree(), SearchConfig(candidates=1, max_steps=3))
+    assert not outcome.final and outcome.answer == "fallback"
+    assert expander.calls[-1][2] == "final"
+
+
 async def test_quick_resamples_invalid_steps_with_rising_temperature() -> None:
     script = {
         (): ["", "step one", "x"],  # empty first: resampled
