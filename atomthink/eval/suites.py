@@ -32,6 +32,8 @@ STRATEGY_LABELS = {
     "majority": "Majority vote",
     "weighted_majority": "PRM-weighted vote",
 }
+AGGREGATION_CURVES: tuple[Strategy, ...] = ("best_of_n", "weighted_majority")
+"""Strategies whose rows and scaling curves are one per aggregation (it picks their answer, not just ties)."""
 PAPER_BEAM_WIDTH = 2
 PAPER_BEAM_CANDIDATES = 3
 
@@ -75,7 +77,7 @@ class RunConfig:
         if self.mode != "slow" or self.strategy is None:
             return MODE_LABELS[self.mode]
         name = STRATEGY_LABELS[self.strategy]
-        if self.strategy in ("best_of_n", "weighted_majority"):
+        if self.strategy in AGGREGATION_CURVES:
             name += f" ({self.aggregation})"
         if self.strategy == "beam":
             return f"{name} (N={self.candidates}, width {self.beam_width})"
@@ -91,7 +93,7 @@ class RunConfig:
     @property
     def curve(self) -> str:
         """The scaling curve this config is a point of (strategy, and aggregation where it is chosen)."""
-        if self.strategy in ("best_of_n", "weighted_majority"):
+        if self.strategy in AGGREGATION_CURVES:
             return f"{STRATEGY_LABELS[self.strategy]} ({self.aggregation})"
         if self.strategy == "beam":
             return f"{STRATEGY_LABELS['beam']} (width {self.beam_width})"
@@ -177,7 +179,7 @@ def suite_plan(
         plan.strategies += [RunConfig.make("slow", "greedy", None, n), RunConfig.make("slow", "beam", None, n, width)]
     if suite in ("scaling", "paper"):
         for strategy in ("best_of_n", "majority", "weighted_majority", "greedy", "beam"):
-            agg = aggregation if strategy in ("best_of_n", "weighted_majority") else None
+            agg = aggregation if strategy in AGGREGATION_CURVES else None
             plan.scaling += [
                 RunConfig.make("slow", cast(Strategy, strategy), agg, n, width) for n in sorted(set(candidates))
             ]

@@ -34,6 +34,7 @@ from atomthink.data.records import read_jsonl, split_process, through_first_erro
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.prompts import TINY, chat_messages, format_question
 from atomthink.steps import extract_answer, invalid_reason, is_final
+from service.orchestrator.strategies import tally
 from service.orchestrator.tree import rank_key
 
 
@@ -367,12 +368,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     votes = Counter(extract_answer(f, p.get("choices")) for f in map(_final, ps_k) if f)
                     vote = votes.most_common(1)[0][0] if votes else None
                     res["majority"].append(vote == p["answer"])
-                    # PRM-weighted vote (sum of min scores per answer)
-                    weighted: dict[str, float] = defaultdict(float)
-                    for path, s in zip(ps_k, sc_k, strict=True):
-                        f = _final(path)
-                        if f and s:
-                            weighted[extract_answer(f, p.get("choices"))] += min(s)
+                    # PRM-weighted vote (sum of min scores per answer), as the service's weighted_majority
+                    voters = [(f, s) for f, s in zip(map(_final, ps_k), sc_k, strict=True) if f and s]
+                    weighted = tally(
+                        [extract_answer(f, p.get("choices")) for f, _ in voters], [min(s) for _, s in voters]
+                    )
                     wv = max(weighted, key=weighted.__getitem__) if weighted else None
                     res["weighted_vote_min"].append(wv == p["answer"])
                 sweep[str(k)] = {key: float(np.mean(v)) for key, v in res.items()}
