@@ -293,6 +293,42 @@ def beam_search(
     return [d if d is not None else beams[i][0] for i, d in enumerate(done)]
 
 
+_PATHS_KEYS = ("policy", "data", "temperature", "seed")
+
+
+def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: list[list[list[str]]]) -> None:
+    """Write the sampled QuickThink paths with what made them and the RNG state after sampling."""
+    meta = {k: getattr(args, k) for k in _PATHS_KEYS}
+    Path(args.paths).write_text(
+        json.dumps(
+            {
+                **meta,
+                "ids": [p["id"] for p in problems],
+                "paths": paths,
+                "rng_state": torch.get_rng_state().tolist(),
+            }
+        )
+        + "\n"
+    )
+
+
+def load_paths(args: argparse.Namespace, problems: list[dict[str, Any]], per_problem: int) -> list[list[list[str]]]:
+    """Paths saved by an earlier run with the same policy, data, problems, samples, temperature and seed, with the
+    torch RNG put back where sampling left it, so later modes (beam) draw what they would have drawn."""
+    saved = json.loads(Path(args.paths).read_text())
+    wrong = [k for k in _PATHS_KEYS if saved[k] != getattr(args, k)]
+    ids = [p["id"] for p in problems]
+    if saved["ids"] != ids or len(saved["paths"][0]) != per_problem:
+        wrong.append("problems or samples per problem")
+    if wrong:
+        raise SystemExit(
+            f"{args.paths} was sampled with other settings ({', '.join(wrong)}): delete it or pass another --paths"
+        )
+    torch.set_rng_state(torch.tensor(saved["rng_state"], dtype=torch.uint8))
+    paths: list[list[list[str]]] = saved["paths"]
+    return paths
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -346,8 +382,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     n = args.best_of
     if "quick" in modes or "bon" in modes:
         t = time.time()
-        paths = sample_paths(policy, problems, images, n if "bon" in modes else 1, args.temperature)
-        results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
+        per_problem = n if "bon" in modes else 1
+        if args.paths and Path(args.paths).exists():
+            paths = load_paths(args, problems, per_problem)
+        else:
+            paths = sample_paths(policy, problems, images, per_problem, args.temperature)
+            results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
+            if args.paths:
+                save_paths(args, problems, paths)
         correct = np.array([[_correct(p, _final(path)) for path in ps] for p, ps in zip(problems, paths, strict=True)])
         results["quick"] = float(correct.mean())  # every sample is one independent QuickThink run
         results["quick_first_sample"] = float(correct[:, 0].mean())
@@ -383,6 +425,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         results["beam_w2_c3"] = float(
             np.mean([_correct(p, _final(path)) for p, path in zip(problems, paths1, strict=True)])
         )
+        results["beam_paths"] = paths1
         print("beam", results["beam_w2_c3"], flush=True)
     results["seconds"] = round(time.time() - t0, 1)
     return results
@@ -399,6 +442,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument(
+        "--paths",
+        default=None,
+        help="JSON file of the sampled QuickThink paths: written when missing, reused when present (same policy, "
+        "data, temperature and seed), so other PRMs are compared on the same samples without sampling again",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     results = evaluate(args)
-    print(json.dumps(results, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k != "beam_paths"}, indent=2))  # paths: --json only
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

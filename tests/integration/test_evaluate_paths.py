@@ -1,0 +1,49 @@
+"""``atomthink.training.evaluate --paths``: a second run reuses the saved samples and measures the same figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from atomthink.data.records import write_dataset
+from atomthink.settings import DEFAULT_POLICY_DIR, DEFAULT_PRM_DIR
+from atomthink.training.evaluate import main as evaluate_main
+
+pytestmark = pytest.mark.integration
+
+
+def _run(tmp_path: Path, data: Path, paths: Path, name: str, temperature: str = "1.6") -> dict[str, object]:
+    out = tmp_path / f"{name}.json"
+    argv = ["--policy", str(DEFAULT_POLICY_DIR), "--prm", str(DEFAULT_PRM_DIR), "--data", str(data), "--n", "4",
+            "--modes", "quick,bon,beam", "--best-of", "2", "--temperature", temperature, "--threads", "1",
+            "--paths", str(paths), "--json", str(out)]  # fmt: skip
+    assert evaluate_main(argv) == 0
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+def test_saved_paths_are_reused_with_the_rng_where_sampling_left_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_dataset(data, 4, 20261125, 1, progress=False)
+    paths = tmp_path / "paths.json"
+    first = _run(tmp_path, data, paths, "first")
+    saved = json.loads(paths.read_text())
+    assert saved["temperature"] == 1.6 and len(saved["paths"]) == 4 and all(len(ps) == 2 for ps in saved["paths"])
+    torch.manual_seed(0)
+    assert saved["rng_state"] != torch.get_rng_state().tolist()  # the state after sampling, not the seed's
+    second = _run(tmp_path, data, paths, "second")
+    assert "quick_seconds_per_problem" in first and "quick_seconds_per_problem" not in second  # nothing resampled
+    for key in ("quick", "pass_at_n", "best_of_n", "beam_w2_c3", "beam_paths"):
+        assert second[key] == first[key], key
+
+
+def test_paths_sampled_with_other_settings_are_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_dataset(data, 4, 20261125, 1, progress=False)
+    paths = tmp_path / "paths.json"
+    _run(tmp_path, data, paths, "first")
+    with pytest.raises(SystemExit, match="temperature"):
+        _run(tmp_path, data, paths, "hotter", temperature="1.8")
