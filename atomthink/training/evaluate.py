@@ -381,11 +381,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print("quick_greedy", results["quick_greedy"], flush=True)
     n = args.best_of
     if "quick" in modes or "bon" in modes:
-        t = time.time()
         per_problem = n if "bon" in modes else 1
         if args.paths and Path(args.paths).exists():
             paths = load_paths(args, problems, per_problem)
         else:
+            t = time.time()
             paths = sample_paths(policy, problems, images, per_problem, args.temperature)
             results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
             if args.paths:
@@ -445,8 +445,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--paths",
         default=None,
-        help="JSON file of the sampled QuickThink paths: written when missing, reused when present (same policy, "
-        "data, temperature and seed), so other PRMs are compared on the same samples without sampling again",
+        help="JSON file of the sampled QuickThink paths: written when missing, reused when present (same policy "
+        "path, data, problems, samples, temperature and seed), so other PRMs are compared on the same samples",
     )
 
 
