@@ -18,6 +18,7 @@ The policy is called exactly as the serving contract says: the TINY prompt throu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import time
@@ -293,12 +294,28 @@ def beam_search(
     return [d if d is not None else beams[i][0] for i, d in enumerate(done)]
 
 
-_PATHS_KEYS = ("policy", "data", "temperature", "seed")
+_PATHS_KEYS = ("policy", "policy_weights", "data", "temperature", "seed")
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """SHA-256 of a checkpoint's ``*.safetensors`` files: a policy retrained into the same folder differs."""
+    digest = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _paths_meta(args: argparse.Namespace) -> dict[str, Any]:
+    meta = {k: getattr(args, k) for k in _PATHS_KEYS if k != "policy_weights"}
+    meta["policy_weights"] = weights_fingerprint(args.policy)
+    return meta
 
 
 def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: list[list[list[str]]]) -> None:
     """Write the sampled QuickThink paths with what made them and the RNG state after sampling."""
-    meta = {k: getattr(args, k) for k in _PATHS_KEYS}
+    meta = _paths_meta(args)
     Path(args.paths).write_text(
         json.dumps(
             {
@@ -313,10 +330,12 @@ def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: 
 
 
 def load_paths(args: argparse.Namespace, problems: list[dict[str, Any]], per_problem: int) -> list[list[list[str]]]:
-    """Paths saved by an earlier run with the same policy, data, problems, samples, temperature and seed, with the
-    torch RNG put back where sampling left it, so later modes (beam) draw what they would have drawn."""
+    """Paths saved by an earlier run with the same policy (path and weights), data, problems, samples, temperature
+    and seed, with the torch RNG put back where sampling left it, so later modes (beam) draw what they would have
+    drawn."""
     saved = json.loads(Path(args.paths).read_text())
-    wrong = [k for k in _PATHS_KEYS if saved[k] != getattr(args, k)]
+    meta = _paths_meta(args)
+    wrong = [k.replace("_", " ") for k in _PATHS_KEYS if saved.get(k) != meta[k]]
     ids = [p["id"] for p in problems]
     if saved["ids"] != ids or len(saved["paths"][0]) != per_problem:
         wrong.append("problems or samples per problem")
@@ -446,7 +465,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--paths",
         default=None,
         help="JSON file of the sampled QuickThink paths: written when missing, reused when present (same policy "
-        "path, data, problems, samples, temperature and seed), so other PRMs are compared on the same samples",
+        "path and weights, data, problems, samples, temperature and seed), so other PRMs are compared on the same "
+        "samples",
     )
 
 

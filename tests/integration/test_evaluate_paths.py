@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from atomthink.data.records import write_dataset
 from atomthink.settings import DEFAULT_POLICY_DIR, DEFAULT_PRM_DIR
@@ -15,9 +17,11 @@ from atomthink.training.evaluate import main as evaluate_main
 pytestmark = pytest.mark.integration
 
 
-def _run(tmp_path: Path, data: Path, paths: Path, name: str, temperature: str = "1.6") -> dict[str, object]:
+def _run(
+    tmp_path: Path, data: Path, paths: Path, name: str, temperature: str = "1.6", policy: Path = DEFAULT_POLICY_DIR
+) -> dict[str, object]:
     out = tmp_path / f"{name}.json"
-    argv = ["--policy", str(DEFAULT_POLICY_DIR), "--prm", str(DEFAULT_PRM_DIR), "--data", str(data), "--n", "4",
+    argv = ["--policy", str(policy), "--prm", str(DEFAULT_PRM_DIR), "--data", str(data), "--n", "4",
             "--modes", "quick,bon,beam", "--best-of", "2", "--temperature", temperature, "--threads", "1",
             "--paths", str(paths), "--json", str(out)]  # fmt: skip
     assert evaluate_main(argv) == 0
@@ -47,3 +51,18 @@ def test_paths_sampled_with_other_settings_are_refused(tmp_path: Path) -> None:
     _run(tmp_path, data, paths, "first")
     with pytest.raises(SystemExit, match="temperature"):
         _run(tmp_path, data, paths, "hotter", temperature="1.8")
+
+
+def test_paths_of_a_policy_retrained_into_the_same_folder_are_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_dataset(data, 4, 20261125, 1, progress=False)
+    policy = tmp_path / "policy"
+    shutil.copytree(DEFAULT_POLICY_DIR, policy)
+    paths = tmp_path / "paths.json"
+    _run(tmp_path, data, paths, "first", policy=policy)
+    weights = load_file(policy / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3  # a "retrained" checkpoint at the same path
+    save_file(weights, policy / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SystemExit, match="policy weights"):
+        _run(tmp_path, data, paths, "retrained", policy=policy)
