@@ -294,7 +294,7 @@ def beam_search(
     return [d if d is not None else beams[i][0] for i, d in enumerate(done)]
 
 
-_PATHS_KEYS = ("policy", "policy_weights", "data", "temperature", "seed")
+_PATHS_ARGS = ("policy", "data", "temperature", "seed")
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:
@@ -308,18 +308,16 @@ def weights_fingerprint(model_dir: str | Path) -> str:
 
 
 def _paths_meta(args: argparse.Namespace) -> dict[str, Any]:
-    meta = {k: getattr(args, k) for k in _PATHS_KEYS if k != "policy_weights"}
-    meta["policy_weights"] = weights_fingerprint(args.policy)
-    return meta
+    """What made a set of sampled paths: the arguments that matter and the policy's weights."""
+    return {**{k: getattr(args, k) for k in _PATHS_ARGS}, "policy_weights": weights_fingerprint(args.policy)}
 
 
 def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: list[list[list[str]]]) -> None:
     """Write the sampled QuickThink paths with what made them and the RNG state after sampling."""
-    meta = _paths_meta(args)
     Path(args.paths).write_text(
         json.dumps(
             {
-                **meta,
+                **_paths_meta(args),
                 "ids": [p["id"] for p in problems],
                 "paths": paths,
                 "rng_state": torch.get_rng_state().tolist(),
@@ -334,8 +332,7 @@ def load_paths(args: argparse.Namespace, problems: list[dict[str, Any]], per_pro
     and seed, with the torch RNG put back where sampling left it, so later modes (beam) draw what they would have
     drawn."""
     saved = json.loads(Path(args.paths).read_text())
-    meta = _paths_meta(args)
-    wrong = [k.replace("_", " ") for k in _PATHS_KEYS if saved.get(k) != meta[k]]
+    wrong = [k.replace("_", " ") for k, v in _paths_meta(args).items() if saved.get(k) != v]
     ids = [p["id"] for p in problems]
     if saved["ids"] != ids or len(saved["paths"][0]) != per_problem:
         wrong.append("problems or samples per problem")
