@@ -12,6 +12,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--n", type=int, default=4000, help="number of problems")
     p.add_argument("--seed", type=int, default=1, help="problem stream seed (use unseen seeds for held-out sets)")
     p.add_argument("--prm-negatives", type=int, default=2, help="corrupted paths per problem in prm.jsonl")
+    p.add_argument(
+        "--demo-errors",
+        type=float,
+        default=0.0,
+        help="share of problems whose step records follow a corrupted path (an imperfect demonstrator), 0 to <1",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -19,7 +25,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
 def run(args: argparse.Namespace) -> int:
     from atomthink.data.records import write_dataset
 
-    counts = write_dataset(args.out, args.n, args.seed, args.prm_negatives, progress=not args.quiet)
+    counts = write_dataset(
+        args.out, args.n, args.seed, args.prm_negatives, demo_errors=args.demo_errors, progress=not args.quiet
+    )
     print(json.dumps({"out": args.out, "seed": args.seed, **counts}))
     return 0
 

@@ -152,3 +152,41 @@ def test_calculation_drill_covers_every_calculation_step() -> None:
                 assert m.group(0) in facts, step.text
                 seen += 1
     assert seen > 3000
+
+
+def test_demo_errors_follow_one_consistent_wrong_path(tmp_path: Path) -> None:
+    """With --demo-errors the step records of that share of problems walk one corrupted path to a wrong answer;
+    the problems and PRM records of the seed stay as they were."""
+    noisy = tmp_path / "noisy"
+    clean = tmp_path / "clean"
+    data_main(["--out", str(noisy), "--n", "200", "--seed", "5", "--demo-errors", "0.4", "--quiet"])
+    data_main(["--out", str(clean), "--n", "200", "--seed", "5", "--quiet"])
+    for name in ("problems.jsonl", "prm.jsonl"):
+        assert (noisy / name).read_text() == (clean / name).read_text()
+    problems = {p["id"]: p for p in read_jsonl(noisy / "problems.jsonl")}
+    paths: dict[str, list[dict]] = {}
+    for r in read_jsonl(noisy / "sft.jsonl"):
+        if r["kind"] == "step":
+            paths.setdefault(r["id"], []).append(r)
+        elif r["kind"] != "read":  # direct and CoT records always teach the right answer
+            assert r["answer"] == problems[r["id"]]["answer"]
+    wrong = {pid for pid, recs in paths.items() if recs[0]["corruption"] is not None}
+    assert 0.25 < len(wrong) / len(paths) < 0.45, len(wrong)
+    assert {paths[pid][0]["corruption"] for pid in wrong} == {"misread", "slip", "wrong_op", "skip", "operand"}
+    for pid, recs in paths.items():
+        p = problems[pid]
+        question = format_question(p["question"], p["choices"])
+        texts = [r["conversations"][1]["value"] for r in recs]
+        assert [r["step_index"] for r in recs] == list(range(len(recs)))
+        assert len({r["corruption"] for r in recs}) == 1
+        for k, r in enumerate(recs):  # each state is the question plus the path's own earlier steps
+            assert r["conversations"][0]["value"] == TINY.render("step", question, texts[:k])
+        assert is_final(texts[-1]) and not any(is_final(t) for t in texts[:-1])
+        right = extract_answer(texts[-1], p["choices"]) == p["answer"]
+        assert right == (pid not in wrong)
+        assert (texts == [s["text"] for s in p["steps"]]) == (pid not in wrong)
+
+
+def test_demo_errors_out_of_range_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="demo_errors"):
+        data_main(["--out", str(tmp_path / "x"), "--n", "2", "--demo-errors", "1.0", "--quiet"])
