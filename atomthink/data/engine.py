@@ -23,6 +23,7 @@ PRM).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -510,8 +511,6 @@ def reading_steps(p: Problem, rng: random.Random) -> list[str]:
 
 def recompute_answer(family: str, qtype: str, question: str, values: dict[str, int]) -> int:
     """The answer from the question and the drawn values, computed independently of the step program."""
-    import re
-
     if family == "bars":
         if qtype == "total":
             return sum(values.values())
@@ -554,6 +553,18 @@ def arithmetic_facts() -> list[tuple[int, str, int, int]]:
         for b in range(1, 20):
             facts.append((a, "×", b, a * b))
     return facts
+
+
+_CALCULATION = re.compile(r"(\d+) ([+\-×]) (\d+) = (\d+)$")
+
+
+def arithmetic_is_right(step: str) -> bool | None:
+    """Whether a calculation step's ``a op b = r`` holds, ``None`` for a step that ends in no such line."""
+    m = _CALCULATION.search(step)
+    if m is None:
+        return None
+    a, op, b, r = int(m[1]), m[2], int(m[3]), int(m[4])
+    return {"+": a + b, "-": a - b, "×": a * b}[op] == r
 
 
 def generate_dataset(seed: int, n: int) -> list[Problem]:

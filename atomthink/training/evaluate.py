@@ -6,7 +6,8 @@
   and majority vote over the same N paths;
 * step-wise beam search (width 2, 3 candidates per beam, all 6 ranked by the PRM's score of the last step);
 * PRM step-level AUROC on labelled held-out PRM records (overall, on the steps up to and including each record's
-  first ``-``, and per corruption kind).
+  first ``-``, per corruption kind, and within calculation steps: right against wrong arithmetic, where step type
+  cannot stand in for correctness).
 
 The policy is called exactly as the serving contract says: the TINY prompt through the processor's chat template,
 ``padding_side="left"``, generation stopped at the step delimiter or EOS.
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from atomthink.data.engine import arithmetic_is_right
 from atomthink.data.records import read_jsonl, split_process, through_first_error
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.prompts import TINY, chat_messages, format_question
@@ -163,6 +165,14 @@ def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
         first_s += sc[:keep]
         first_y += [1 if lab == "+" else 0 for lab in r["label"][:keep]]
     result["up_to_first_error"] = auroc(first_s, first_y)
+    # within one step type: calculation steps, right against wrong arithmetic (recomputed from the step's text)
+    calc_s, calc_y = [], []
+    for r, sc in zip(records, scores, strict=True):
+        for step, s in zip(split_process(r["process"]), sc, strict=True):
+            if (right := arithmetic_is_right(step)) is not None:
+                calc_s.append(s)
+                calc_y.append(int(right))
+    result["arithmetic"] = auroc(calc_s, calc_y)
     pos = [s for s, y in zip(flat_s, flat_y, strict=True) if y == 1]
     for kind in sorted(set(kinds) - {"clean"}):
         neg = [s for s, y, k in zip(flat_s, flat_y, kinds, strict=True) if y == 0 and k == kind]

@@ -11,7 +11,7 @@ import pytest
 
 from atomthink.data import CAPABILITIES, FAMILIES, corrupt, make_problem, recompute_answer
 from atomthink.data.cli import main as data_main
-from atomthink.data.engine import READ_ALL_QUESTION, arithmetic_facts
+from atomthink.data.engine import READ_ALL_QUESTION, arithmetic_facts, arithmetic_is_right
 from atomthink.data.records import read_jsonl, split_process
 from atomthink.prm_format import TINY_PRM
 from atomthink.prompts import TINY, format_question
@@ -61,8 +61,7 @@ def test_problems_recompute(dataset: Path) -> None:
         # every calculation step is arithmetically right
         for s in steps:
             if s["capability"] == "calculation":
-                a, op, b, r = re.search(r"(\d+) ([+\-×]) (\d+) = (\d+)", s["text"]).groups()  # type: ignore[union-attr]
-                assert {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op] == int(r)
+                assert arithmetic_is_right(s["text"]) is True, s["text"]
         # every value read from the image is drawn in the image's glyph cells
         digits = sorted(ch for ch in p["cells"] if ch.isdigit())
         read = [int(m) for s in steps if s["capability"] == "image_recognition" for m in re.findall(r"\d+", s["text"])]
@@ -134,6 +133,8 @@ def test_corruptions_label_first_wrong_step() -> None:
                 continue
             steps, labels = out
             first = labels.index("-")
+            if kind == "slip":  # the first wrong step is the slipped calculation
+                assert arithmetic_is_right(steps[first].text) is False, steps[first].text
             # every step before the first "-" is a step of the reference solution (a skip drops one)
             assert all(s.text in true for s in steps[:first])
             if kind != "skip":
