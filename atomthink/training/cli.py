@@ -61,6 +61,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     q.add_argument("--layers", type=int, default=3)
     q.add_argument("--lm-weight", type=float, default=0.5, help="auxiliary next-token loss on correct steps")
     q.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
+    q.add_argument("--verify-batch", type=int, default=0,
+                   help="verification drill paths per step: a op b = r, r right or slipped (0: off)")  # fmt: skip
     q.add_argument("--max-records", type=int, default=None)
     q.add_argument("--supervise", choices=("all", "first_error"), default="all",
                    help="label every step, or only the steps up to and including the first '-'")  # fmt: skip

@@ -11,8 +11,10 @@ import random
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from atomthink.data.engine import arithmetic_facts
+from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.prompts import TINY
 from atomthink.training.common import next_token_loss
 
@@ -64,3 +66,48 @@ class CalcDrill:
         batch = self.batch(size, rng)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return next_token_loss(logits, batch["labels"])
+
+
+SLIPS = (-10, -2, -1, 1, 2, 10)
+
+
+class VerifyDrill:
+    """The PRM's verification drill: PRM-format paths of 1 to ``max_lines`` lines ``a op b = r``, each followed by
+    the step tag and labelled ``+`` when ``r`` is right and ``-`` when it is slipped (half of the lines, by one of
+    ``SLIPS``). The generative drill teaches the PRM to compute ``r``; this one teaches its label head to compare the
+    written ``r`` with it.
+    """
+
+    def __init__(self, tokenizer: Any, max_lines: int = 4) -> None:
+        self.tokenizer = tokenizer
+        self.facts = arithmetic_facts()
+        self.plus, self.minus = label_token_ids(tokenizer, TINY_PRM)
+        self.max_lines = max_lines
+        self.pad_id = tokenizer.pad_token_id
+
+    def _example(self, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
+        lines, targets = [], []
+        for _ in range(rng.randint(1, self.max_lines)):
+            a, op, b, r = self.facts[rng.randrange(len(self.facts))]
+            wrong = rng.random() < 0.5
+            shown = r + rng.choice([d for d in SLIPS if r + d >= 0]) if wrong else r
+            lines.append(f"{a} {op} {b} = {shown}")
+            targets.append(self.minus if wrong else self.plus)
+        ids, pos = encode_path(self.tokenizer, TINY_PRM, "", lines)
+        return ids, pos, targets
+
+    def loss(self, model: Any, size: int, rng: random.Random) -> torch.Tensor:
+        """CE of the label token at every tag of a fresh batch (zero, and no forward pass, when ``size`` is 0)."""
+        if size <= 0:
+            return torch.zeros(())
+        seqs = [self._example(rng) for _ in range(size)]
+        width = max(len(ids) for ids, _, _ in seqs)
+        ids_t = torch.full((size, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((size, width), -100, dtype=torch.long)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for row, (ids, pos, targets) in enumerate(seqs):
+            ids_t[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, pos] = torch.tensor(targets)
+        logits = model(input_ids=ids_t, attention_mask=mask).logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)

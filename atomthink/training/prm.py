@@ -23,7 +23,7 @@ from atomthink.data.records import read_jsonl, split_process, through_first_erro
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm, prm_from_policy
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
-from atomthink.training.drill import CalcDrill
+from atomthink.training.drill import CalcDrill, VerifyDrill
 
 
 @dataclass
@@ -55,6 +55,8 @@ class PrmTrainConfig:
     drill_batch: int = 64
     """Text-only arithmetic lines per step (``atomthink.training.drill``; 0 turns the drill off)."""
     drill_weight: float = 0.5
+    verify_batch: int = 0
+    """PRM-format ``a op b = r`` lines with ``r`` right or slipped per step (``VerifyDrill``; 0 turns it off)."""
     supervise: Literal["all", "first_error"] = "all"
     """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
     answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
@@ -148,6 +150,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     t0 = time.time()
     data = PrmData(cfg.data, tokenizer, cfg.max_records, cfg.supervise)
     drill = CalcDrill(tokenizer)
+    verify = VerifyDrill(tokenizer)
     prep_s = time.time() - t0
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     log = LossLog(out / "train_log.jsonl")
@@ -169,7 +172,8 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
             batches = data.batches(cfg.batch_size, rng)
         label_loss, lm_loss = prm_loss(model, data.collate(batches.pop()), cfg.lm_weight)
         dloss = drill.loss(model, cfg.drill_batch, rng)
-        loss = label_loss + cfg.lm_weight * lm_loss + cfg.drill_weight * dloss
+        vloss = verify.loss(model, cfg.verify_batch, rng)
+        loss = label_loss + cfg.lm_weight * lm_loss + cfg.drill_weight * dloss + vloss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -181,6 +185,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
                 loss=round(label_loss.item(), 4),
                 lm_loss=round(lm_loss.item(), 4),
                 drill_loss=round(dloss.item(), 4),
+                verify_loss=round(vloss.item(), 4),
                 lr_factor=round(f, 4),
             )
             bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")

@@ -81,10 +81,13 @@ def test_prm_smoke(tiny_data: Path, tmp_path: Path) -> None:
         layers=1,
         max_minutes=2,
         threads=2,
+        verify_batch=8,
     )
     summary = train_prm(cfg, progress=False)
     losses = _losses(out / "train_log.jsonl", "loss")
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses
+    verify = _losses(out / "train_log.jsonl", "verify_loss")
+    assert sum(verify[-5:]) / 5 < 0.5 * sum(verify[:3]) / 3, verify
     assert summary["size_mb"] < 25
 
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -132,3 +135,30 @@ def test_first_error_supervision_stops_at_the_first_wrong_step(tmp_path: Path) -
     assert pos == pos_all[:2] and ids == ids_all[: pos[-1] + 1]
     with pytest.raises(ValueError, match="supervise"):
         PrmData([str(tmp_path)], tokenizer, supervise="some")
+
+
+def test_verify_drill_labels_each_line_by_its_arithmetic() -> None:
+    import random
+
+    from transformers import AutoTokenizer
+
+    from atomthink.data.engine import arithmetic_is_right
+    from atomthink.settings import DEFAULT_PRM_DIR
+    from atomthink.training.drill import VerifyDrill
+
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_PRM_DIR)
+    drill = VerifyDrill(tokenizer)
+    rng = random.Random(0)
+    wrong = total = 0
+    for _ in range(200):
+        ids, pos, targets = drill._example(rng)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        lines = [line.strip() for line in text.split(TINY_PRM.step_tag.strip())[:-1]]
+        assert len(lines) == len(pos) == len(targets)
+        for line, target in zip(lines, targets, strict=True):
+            right = arithmetic_is_right(line)
+            assert right is not None, line
+            assert target == (drill.plus if right else drill.minus), line
+            wrong += not right
+            total += 1
+    assert 0.4 < wrong / total < 0.6
