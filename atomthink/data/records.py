@@ -98,9 +98,10 @@ def sft_records(
     the question "Read every value in the image." answered by one reading step per drawn value). Direct, CoT and
     reading records are always right."""
     question = format_question(p.question, p.choices)
-    texts = [s.text for s in (path or p.steps)]
+    walk = path or p.steps
+    texts = [s.text for s in walk]
     base = {"image": image_path, "answer": p.answer, "id": p.id, "family": p.family}
-    for k, step in enumerate(path or p.steps):
+    for k, step in enumerate(walk):
         yield {
             **base,
             "kind": "step",
@@ -110,7 +111,7 @@ def sft_records(
             "corruption": corruption,
             "conversations": _conv(TINY.render("step", question, texts[:k]), step.text),
         }
-    texts = [s.text for s in p.steps]
+    reference = [s.text for s in p.steps]
     yield {
         **base,
         "kind": "direct",
@@ -123,7 +124,7 @@ def sft_records(
         "kind": "cot",
         "capability": "conclusion",
         "final": True,
-        "conversations": _conv(TINY.render("cot", question), TINY.history_joiner.join(texts)),
+        "conversations": _conv(TINY.render("cot", question), TINY.history_joiner.join(reference)),
     }
     reads = reading_steps(p, rng or random.Random(p.id))
     yield {
