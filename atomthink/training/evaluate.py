@@ -167,8 +167,8 @@ def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
     result["up_to_first_error"] = auroc(first_s, first_y)
     # within one step type: calculation steps, right against wrong arithmetic (recomputed from the step's text)
     calc_s, calc_y = [], []
-    for r, sc in zip(records, scores, strict=True):
-        for step, s in zip(split_process(r["process"]), sc, strict=True):
+    for (_, steps), sc in zip(items, scores, strict=True):
+        for step, s in zip(steps, sc, strict=True):
             if (right := arithmetic_is_right(step)) is not None:
                 calc_s.append(s)
                 calc_y.append(int(right))
