@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +40,33 @@ def _cluster_env(tiny_models: dict[str, Path], redis_url: str) -> dict[str, str]
     )
 
 
-async def _kill_worker_holding_jobs(redis_url: str, role: str, workers: list[WorkerProcess]) -> WorkerProcess:
-    """SIGKILL the worker that has jobs of ``role`` delivered and unanswered (consumer names carry the pid)."""
+async def _kill_worker_holding_jobs(
+    redis_url: str, role: str, workers: list[WorkerProcess], respawn: Callable[[], WorkerProcess]
+) -> WorkerProcess:
+    """SIGKILL a worker that has jobs of ``role`` delivered and unanswered (consumer names carry the pid).
+
+    A job seen pending may still be answered in the moment before the signal lands; when the dead worker's consumer
+    holds nothing afterwards, that worker is replaced in ``workers`` by ``respawn()`` and another one is tried.
+    """
     client = redis.asyncio.Redis.from_url(redis_url)
+    stream, group = "cluster:stream:" + role, "cluster:workers"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            for consumer in await client.xpending_range("cluster:stream:" + role, "cluster:workers", "-", "+", 100):
-                pid = int(consumer["consumer"].decode().split("-")[-2])
-                victim = next((w for w in workers if w.process.pid == pid), None)
-                if victim is not None:
-                    victim.kill()
+            for entry in await client.xpending_range(stream, group, "-", "+", 100):
+                consumer = entry["consumer"].decode()
+                victim = next((w for w in workers if w.process.pid == int(consumer.split("-")[-2])), None)
+                if victim is None:
+                    continue
+                victim.kill()
+                if await client.xpending_range(stream, group, "-", "+", 1, consumername=consumer):
                     return victim
+                workers[workers.index(victim)] = respawn()  # it answered its jobs before it died: try again
+                break
             await asyncio.sleep(0.02)
     finally:
         await client.aclose()
-    raise TimeoutError(f"no {role} worker ever held a pending job")
+    raise TimeoutError(f"no {role} worker ever died holding a pending job")
 
 
 def _wait_metrics(worker: WorkerProcess, timeout_s: float = 60) -> None:
@@ -134,31 +145,38 @@ async def test_cluster_survives_killed_workers(
     log = tmp_path / "cluster.log"
     with ServerProcess(["gateway"], env, ready_path="/healthz", log_path=tmp_path / "gateway.log") as gateway:
         policy_workers = [WorkerProcess("policy", env, log) for _ in range(2)]
-        prm_worker = WorkerProcess("prm", env, log)
+        prm_workers = [WorkerProcess("prm", env, log)]
         try:
             _wait_ready(gateway, policy=2, prm=1)
 
             # 32 concurrent slow requests; a policy worker is SIGKILLed while it holds unanswered jobs
             batch = asyncio.create_task(_solve_many(gateway.url, 32, sample_png, seed_base=100))
-            victim = await _kill_worker_holding_jobs(private_redis.url, "policy", policy_workers)
+            victim = await _kill_worker_holding_jobs(
+                private_redis.url, "policy", policy_workers, lambda: WorkerProcess("policy", env, log)
+            )
             assert not batch.done(), "the kill must land while requests are in flight"
             _assert_all_solved(await batch)
-            survivor = next(w for w in policy_workers if w is not victim)
-            assert survivor.metric('atomthink_queue_redeliveries_total{role="policy"}') >= 1
+            survivors = [w for w in policy_workers if w is not victim]
+            for survivor in survivors:
+                _wait_metrics(survivor)
+            assert sum(w.metric('atomthink_queue_redeliveries_total{role="policy"}') for w in survivors) >= 1
 
             # the PRM worker dies holding jobs; a new one takes over what it left unacknowledged
             batch = asyncio.create_task(_solve_many(gateway.url, 16, sample_png, seed_base=200))
-            await _kill_worker_holding_jobs(private_redis.url, "prm", [prm_worker])
-            prm_worker = WorkerProcess("prm", env, log)
+            victim = await _kill_worker_holding_jobs(
+                private_redis.url, "prm", prm_workers, lambda: WorkerProcess("prm", env, log)
+            )
+            prm_workers[prm_workers.index(victim)] = prm_worker = WorkerProcess("prm", env, log)
             _assert_all_solved(await batch)
             _wait_metrics(prm_worker)
             assert prm_worker.metric('atomthink_queue_redeliveries_total{role="prm"}') >= 1
 
             # SIGTERM drains: the worker exits cleanly and leaves the live set at once
-            assert survivor.terminate() == 0
+            for survivor in survivors:
+                assert survivor.terminate() == 0
             _wait_ready(gateway, policy=0, prm=1, timeout_s=10)
         finally:
-            for worker in [*policy_workers, prm_worker]:
+            for worker in [*policy_workers, *prm_workers]:
                 worker.kill()
 
 
