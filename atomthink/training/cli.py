@@ -63,6 +63,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     q.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
     q.add_argument("--verify-batch", type=int, default=0,
                    help="verification drill paths per step: a op b = r, r right or slipped (0: off)")  # fmt: skip
+    q.add_argument("--verify-pretrain-steps", type=int, default=0,
+                   help="steps on the arithmetic and verification drills alone before the PRM records")  # fmt: skip
     q.add_argument("--max-records", type=int, default=None)
     q.add_argument("--supervise", choices=("all", "first_error"), default="all",
                    help="label every step, or only the steps up to and including the first '-'")  # fmt: skip

@@ -57,6 +57,10 @@ class PrmTrainConfig:
     drill_weight: float = 0.5
     verify_batch: int = 0
     """PRM-format ``a op b = r`` lines with ``r`` right or slipped per step (``VerifyDrill``; 0 turns it off)."""
+    verify_pretrain_steps: int = 0
+    """Optimizer steps on the two drills alone (``drill_batch`` and ``verify_batch``, at least 64 each) before the
+    PRM records: the comparison of a written result with the computed one is learned there (its loss leaves chance
+    only after about a thousand drill steps) and is then kept by ``verify_batch`` during the main stage."""
     supervise: Literal["all", "first_error"] = "all"
     """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
     answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
@@ -152,16 +156,17 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     drill = CalcDrill(tokenizer)
     verify = VerifyDrill(tokenizer)
     prep_s = time.time() - t0
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     log = LossLog(out / "train_log.jsonl")
     rng = random.Random(cfg.seed)
     deadline = time.time() + cfg.max_minutes * 60
+    pretrain_done = _pretrain_drills(model, cfg, drill, verify, log, rng, deadline, progress)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     batches: list[list[int]] = []
     history: list[float] = []
     step = 0
-    stopped_early = False
+    stopped_early = pretrain_done < cfg.verify_pretrain_steps
     bar = tqdm(total=cfg.steps, desc="prm", disable=not progress)
-    while step < cfg.steps:
+    while step < cfg.steps and not stopped_early:
         if time.time() > deadline or (cfg.stop_after is not None and step >= cfg.stop_after):
             stopped_early = True
             break
@@ -200,6 +205,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     summary = {
         "config": asdict(cfg),
         "examples": len(data.examples),
+        "verify_pretrain_steps_done": pretrain_done,
         "steps_done": step,
         "stopped_early": stopped_early,
         "prep_seconds": round(prep_s, 1),
@@ -210,3 +216,37 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _pretrain_drills(
+    model: Any,
+    cfg: PrmTrainConfig,
+    drill: CalcDrill,
+    verify: VerifyDrill,
+    log: LossLog,
+    rng: random.Random,
+    deadline: float,
+    progress: bool,
+) -> int:
+    """The drills-only stage (``cfg.verify_pretrain_steps``, own warm-up and cosine schedule); steps done."""
+    if cfg.verify_pretrain_steps <= 0:
+        return 0
+    drill_batch, verify_batch = max(cfg.drill_batch, 64), max(cfg.verify_batch, 64)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    step = 0
+    for step in tqdm(range(cfg.verify_pretrain_steps), desc="drills", disable=not progress):
+        if time.time() > deadline:
+            return step
+        f = lr_factor(step, cfg.verify_pretrain_steps, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * f
+        dloss = drill.loss(model, drill_batch, rng)
+        vloss = verify.loss(model, verify_batch, rng)
+        opt.zero_grad(set_to_none=True)
+        (cfg.drill_weight * dloss + vloss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.verify_pretrain_steps - 1:
+            log.write(stage="drills", step=step, drill_loss=round(dloss.item(), 4), verify_loss=round(vloss.item(), 4),
+                      lr_factor=round(f, 4))  # fmt: skip
+    return step + 1

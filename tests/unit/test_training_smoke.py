@@ -162,3 +162,22 @@ def test_verify_drill_labels_each_line_by_its_arithmetic() -> None:
             wrong += not right
             total += 1
     assert 0.4 < wrong / total < 0.6
+
+
+def test_drills_stage_runs_before_the_prm_records(tiny_data: Path, tmp_path: Path) -> None:
+    from atomthink.training.prm import PrmTrainConfig, train_prm
+
+    out = tmp_path / "prm"
+    cfg = PrmTrainConfig(
+        data=[str(tiny_data)], out=str(out), steps=3, warmup=2, batch_size=8, log_every=1, layers=1, threads=2,
+        drill_batch=0, verify_pretrain_steps=25, max_minutes=2,
+    )  # fmt: skip
+    summary = train_prm(cfg, progress=False)
+    assert summary["verify_pretrain_steps_done"] == 25 and summary["steps_done"] == 3
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    stages = [r.get("stage", "prm") for r in rows]
+    assert stages == ["drills"] * 25 + ["prm"] * 3
+    drills = [r for r in rows if r.get("stage") == "drills"]
+    # the drills run at 64 examples each even with drill_batch 0, and their loss falls from the untrained vocabulary
+    assert all(r["drill_loss"] > 0 for r in drills)
+    assert sum(r["verify_loss"] for r in drills[-3:]) < 0.5 * sum(r["verify_loss"] for r in drills[:3])
