@@ -148,6 +148,17 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def arithmetic_auroc(paths: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]) -> float:
+    """AUROC within one step type: calculation steps, right against wrong arithmetic (recomputed from the text)."""
+    calc_s, calc_y = [], []
+    for steps, sc in zip(paths, scores, strict=True):
+        for step, s in zip(steps, sc, strict=True):
+            if (right := arithmetic_is_right(step)) is not None:
+                calc_s.append(s)
+                calc_y.append(int(right))
+    return auroc(calc_s, calc_y)
+
+
 def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
     items = [(r["question"], split_process(r["process"])) for r in records]
     scores = prm.score(items)
@@ -165,14 +176,7 @@ def prm_auroc(prm: Prm, records: list[dict[str, Any]]) -> dict[str, float]:
         first_s += sc[:keep]
         first_y += [1 if lab == "+" else 0 for lab in r["label"][:keep]]
     result["up_to_first_error"] = auroc(first_s, first_y)
-    # within one step type: calculation steps, right against wrong arithmetic (recomputed from the step's text)
-    calc_s, calc_y = [], []
-    for (_, steps), sc in zip(items, scores, strict=True):
-        for step, s in zip(steps, sc, strict=True):
-            if (right := arithmetic_is_right(step)) is not None:
-                calc_s.append(s)
-                calc_y.append(int(right))
-    result["arithmetic"] = auroc(calc_s, calc_y)
+    result["arithmetic"] = arithmetic_auroc([steps for _, steps in items], scores)
     pos = [s for s, y in zip(flat_s, flat_y, strict=True) if y == 1]
     for kind in sorted(set(kinds) - {"clean"}):
         neg = [s for s, y, k in zip(flat_s, flat_y, kinds, strict=True) if y == 0 and k == kind]
@@ -424,6 +428,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if "bon" in modes and prm is not None:
             flat = [(_question(p), path) for p, ps in zip(problems, paths, strict=True) for path in ps]
             scores = prm.score(flat)
+            # the same comparison on the policy's own calculation steps (the errors best-of-N must reject)
+            results["sampled_arithmetic_auroc"] = arithmetic_auroc([path for _, path in flat], scores)
+            print("sampled_arithmetic_auroc", results["sampled_arithmetic_auroc"], flush=True)
             sweep: dict[str, dict[str, float]] = {}
             per = [scores[i * n : (i + 1) * n] for i in range(len(problems))]
             for k in [k for k in (1, 2, 4, 8, 16) if k <= n]:
