@@ -66,8 +66,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     q.add_argument("--verify-pretrain-steps", type=int, default=0,
                    help="steps on the arithmetic and verification drills alone before the PRM records")  # fmt: skip
     q.add_argument("--max-records", type=int, default=None)
-    q.add_argument("--supervise", choices=("all", "first_error"), default="all",
-                   help="label every step, or only the steps up to and including the first '-'")  # fmt: skip
+    q.add_argument("--supervise", choices=("all", "first_error", "local"), default="all",
+                   help="label every step, only those up to the first '-', or each by its own validity")  # fmt: skip
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=run_prm)

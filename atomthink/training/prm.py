@@ -61,17 +61,20 @@ class PrmTrainConfig:
     """Optimizer steps on the two drills alone (``drill_batch`` and ``verify_batch``, at least 64 each) before the
     PRM records: the comparison of a written result with the computed one is learned there (its loss leaves chance
     only after about a thousand drill steps) and is then kept by ``verify_batch`` during the main stage."""
-    supervise: Literal["all", "first_error"] = "all"
+    supervise: Literal["all", "first_error", "local"] = "all"
     """``all``: a label at every step (after the first ``-`` every step is ``-``: the prefix can no longer reach the
     answer). ``first_error``: labels up to and including the first ``-`` only; the steps after it, computed from a
     wrong value, get no loss, so a ``-`` always means "this step is wrong" (AtomThink's PRM data marks the corrupted
-    step, not what follows it). Measured on the tiny models it did not rank paths better (see the PRM card)."""
+    step, not what follows it). Measured on the tiny models it did not rank paths better (see the PRM card).
+    ``local``: each step labelled by its own validity: in an engine record (it names its ``corruption``) only the
+    corrupted step is ``-`` and the steps after it, which continue it consistently, are ``+``; a record without
+    that knowledge (rollout labels) is cut after its first ``-`` as in ``first_error``."""
 
 
 class PrmData:
     def __init__(self, dirs: list[str], tokenizer: Any, max_records: int | None = None, supervise: str = "all") -> None:
-        if supervise not in ("all", "first_error"):
-            raise ValueError(f"supervise must be 'all' or 'first_error', not {supervise!r}")
+        if supervise not in ("all", "first_error", "local"):
+            raise ValueError(f"supervise must be 'all', 'first_error' or 'local', not {supervise!r}")
         plus, minus = label_token_ids(tokenizer, TINY_PRM)
         n_tag = len(tokenizer(TINY_PRM.step_tag, add_special_tokens=False)["input_ids"])
         self.examples: list[tuple[list[int], list[int], list[int], list[int]]] = []  # ids, pos, targets, lm_ok
@@ -83,9 +86,14 @@ class PrmData:
                 steps = split_process(r["process"])
                 ids, pos = encode_path(tokenizer, TINY_PRM, r["question"], steps)
                 n_question = len(encode_path(tokenizer, TINY_PRM, r["question"], [])[0])
-                targets = [plus if lab == "+" else minus for lab in r["label"]]
-                if supervise == "first_error" and "-" in r["label"]:
-                    keep = through_first_error(r["label"])
+                labels = r["label"]
+                if supervise == "local" and "-" in labels and r.get("corruption"):
+                    first = labels.index("-")
+                    labels = ["+"] * first + ["-"] + ["+"] * (len(labels) - first - 1)
+                targets = [plus if lab == "+" else minus for lab in labels]
+                cut = supervise == "first_error" or (supervise == "local" and not r.get("corruption"))
+                if cut and "-" in labels:
+                    keep = through_first_error(labels)
                     pos, targets = pos[:keep], targets[:keep]
                     ids = ids[: pos[-1] + 1]  # nothing after the last label is needed
                 # positions whose next token lies inside a correct step (auxiliary LM loss); the tag positions

@@ -137,6 +137,23 @@ def test_first_error_supervision_stops_at_the_first_wrong_step(tmp_path: Path) -
         PrmData([str(tmp_path)], tokenizer, supervise="some")
 
 
+def test_local_supervision_marks_only_the_corrupted_step_of_an_engine_record(tmp_path: Path) -> None:
+    from atomthink.modeling.tiny import char_tokenizer
+    from atomthink.training.prm import PrmData
+
+    tag = TINY_PRM.step_tag
+    steps = ["Bar A is 3.", "3 + 4 = 8", "8 + 1 = 9", "To sum up, the final answer is: 9"]
+    base = {"id": "x", "question": "Q?", "process": tag.join(steps) + tag, "label": ["+", "-", "-", "-"]}
+    records = [{**base, "corruption": "slip"}, {**base, "corruption": None}]  # an engine record, a rollout record
+    (tmp_path / "prm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    tokenizer = char_tokenizer()
+    plus, minus = label_token_ids(tokenizer, TINY_PRM)
+    (ids_all, pos_all, _, _), _ = PrmData([str(tmp_path)], tokenizer).examples
+    engine, rollout = PrmData([str(tmp_path)], tokenizer, supervise="local").examples
+    assert engine[2] == [plus, minus, plus, plus] and engine[1] == pos_all and engine[0] == ids_all
+    assert rollout[2] == [plus, minus] and rollout[1] == pos_all[:2]  # no step knowledge: cut after the first "-"
+
+
 def test_verify_drill_labels_each_line_by_its_arithmetic() -> None:
     import random
 
