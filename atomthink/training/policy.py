@@ -43,6 +43,7 @@ from atomthink.training.common import (
     length_bucketed_batches,
     lr_factor,
     next_token_loss,
+    optimizer_step,
     setup,
 )
 from atomthink.training.drill import CalcDrill
@@ -331,10 +332,7 @@ def train_policy(cfg: PolicyTrainConfig, progress: bool = True) -> dict[str, Any
                 first_loss = sft
         dloss = drill.loss(model, cfg.drill_batch, rng)
         loss = loss + cfg.drill_weight * dloss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model, loss)
         if step % cfg.log_every == 0 or step == total - 1:
             log.write(
                 step=step,

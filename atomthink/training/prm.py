@@ -22,7 +22,14 @@ from tqdm import tqdm
 from atomthink.data.records import read_jsonl, split_process, through_first_error
 from atomthink.modeling.tiny import TinyPrmShape, build_tiny_prm, prm_from_policy
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
-from atomthink.training.common import LossLog, dir_size_mb, length_bucketed_batches, lr_factor, setup
+from atomthink.training.common import (
+    LossLog,
+    dir_size_mb,
+    length_bucketed_batches,
+    lr_factor,
+    optimizer_step,
+    setup,
+)
 from atomthink.training.drill import CalcDrill, VerifyDrill
 
 
@@ -87,15 +94,15 @@ class PrmData:
                 ids, pos = encode_path(tokenizer, TINY_PRM, r["question"], steps)
                 n_question = len(encode_path(tokenizer, TINY_PRM, r["question"], [])[0])
                 labels = r["label"]
-                if supervise == "local" and "-" in labels and r.get("corruption"):
-                    first = labels.index("-")
-                    labels = ["+"] * first + ["-"] + ["+"] * (len(labels) - first - 1)
+                if supervise != "all" and "-" in labels:
+                    if supervise == "local" and r.get("corruption"):  # the engine knows which step it corrupted
+                        first = labels.index("-")
+                        labels = ["+"] * first + ["-"] + ["+"] * (len(labels) - first - 1)
+                    else:
+                        keep = through_first_error(labels)
+                        labels, pos = labels[:keep], pos[:keep]
+                        ids = ids[: pos[-1] + 1]  # nothing after the last label is needed
                 targets = [plus if lab == "+" else minus for lab in labels]
-                cut = supervise == "first_error" or (supervise == "local" and not r.get("corruption"))
-                if cut and "-" in labels:
-                    keep = through_first_error(labels)
-                    pos, targets = pos[:keep], targets[:keep]
-                    ids = ids[: pos[-1] + 1]  # nothing after the last label is needed
                 # positions whose next token lies inside a correct step (auxiliary LM loss); the tag positions
                 # carry the label and are left out
                 lm_ok = [0] * len(ids)
@@ -168,7 +175,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     deadline = time.time() + cfg.max_minutes * 60
     pretrain_done = _pretrain_drills(model, cfg, drill, verify, log, rng, deadline, progress)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    opt = _optimizer(model, cfg)
     batches: list[list[int]] = []
     history: list[float] = []
     step = 0
@@ -187,10 +194,7 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
         dloss = drill.loss(model, cfg.drill_batch, rng)
         vloss = verify.loss(model, cfg.verify_batch, rng)
         loss = label_loss + cfg.lm_weight * lm_loss + cfg.drill_weight * dloss + vloss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model, loss)
         history.append(label_loss.item())
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             log.write(
@@ -226,6 +230,11 @@ def train_prm(cfg: PrmTrainConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+def _optimizer(model: Any, cfg: PrmTrainConfig) -> torch.optim.Optimizer:
+    """A fresh AdamW over every weight (each stage starts its own, with its own schedule)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+
 def _pretrain_drills(
     model: Any,
     cfg: PrmTrainConfig,
@@ -240,7 +249,7 @@ def _pretrain_drills(
     if cfg.verify_pretrain_steps <= 0:
         return 0
     drill_batch, verify_batch = max(cfg.drill_batch, 64), max(cfg.verify_batch, 64)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    opt = _optimizer(model, cfg)
     step = 0
     for step in tqdm(range(cfg.verify_pretrain_steps), desc="drills", disable=not progress):
         if time.time() > deadline:
@@ -250,10 +259,7 @@ def _pretrain_drills(
             g["lr"] = cfg.lr * f
         dloss = drill.loss(model, drill_batch, rng)
         vloss = verify.loss(model, verify_batch, rng)
-        opt.zero_grad(set_to_none=True)
-        (cfg.drill_weight * dloss + vloss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model, cfg.drill_weight * dloss + vloss)
         if step % cfg.log_every == 0 or step == cfg.verify_pretrain_steps - 1:
             log.write(stage="drills", step=step, drill_loss=round(dloss.item(), 4), verify_loss=round(vloss.item(), 4),
                       lr_factor=round(f, 4))  # fmt: skip
