@@ -62,6 +62,8 @@ class PolicyJob(_Message):
     image_id: str | None = None
     steps: list[str] = Field(default_factory=list)
     sampling: SamplingParams
+    prompt_preset: str | None = None
+    """The preset whose step rules the gateway's search applies; a worker serving another preset refuses the job."""
     enqueued_at: float = Field(default_factory=time.time)
 
 

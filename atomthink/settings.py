@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     policy_model: str = str(DEFAULT_POLICY_DIR)
     """Policy checkpoint: a directory with a Hugging Face image-text-to-text or causal-LM model."""
     prompt_preset: str = "auto"
-    """Prompt template preset (``atomthink-v1``, ``tiny``, ...); ``auto`` reads ``atomthink.json`` in the checkpoint."""
+    """Prompt preset (``atomthink-v1``, ``atomthink-v2``, ``tiny``): templates, step boundary, step rules and search
+    defaults; ``auto`` reads ``atomthink.json`` in the checkpoint (``atomthink-v1`` when it has none). The gateway
+    and the policy workers must resolve the same preset: a worker refuses jobs for another one."""
     prm_backend: Literal["transformers", "openai-pooling", "openai-completions"] = "transformers"
     """PRM backend: ``transformers`` (in process), ``openai-pooling`` (a token-classification PRM behind vLLM's
     ``/pooling``) or ``openai-completions`` (a causal-LM PRM read through one-token completions' logprobs)."""
@@ -103,8 +105,9 @@ class Settings(BaseSettings):
     """Torch device for the transformers backends: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype: ``auto`` is float32 on CPU and bfloat16 on CUDA."""
-    max_step_tokens: int = Field(96, ge=1, le=4096)
-    """Most new tokens in one atomic step."""
+    max_step_tokens: int | None = Field(None, ge=1, le=4096)
+    """Most new tokens in one atomic step; unset, the prompt preset's budget (tiny 96, atomthink-v1 1024,
+    atomthink-v2 4096, as the official generation configs)."""
     max_answer_tokens: int = Field(1024, ge=1, le=16384)
     """Most new tokens in a direct or chain-of-thought answer."""
     torch_threads: int = Field(0, ge=0)

@@ -13,7 +13,18 @@ PATH_LEVEL_STRATEGIES: tuple[Strategy, ...] = ("best_of_n", "majority", "weighte
 """Strategies that sample whole paths (``candidates`` of them) rather than search step by step."""
 AggregationName = Literal["min", "last", "mean", "prod"]
 
-SLOW_ONLY_FIELDS = ("strategy", "candidates", "beam_width", "aggregation")
+SLOW_ONLY_FIELDS = (
+    "strategy",
+    "candidates",
+    "beam_width",
+    "aggregation",
+    "beam_start",
+    "keep_invalid",
+    "temperature_ramp",
+    "max_samples",
+    "tie_break",
+)
+BEAM_ONLY_FIELDS = ("beam_start", "keep_invalid", "temperature_ramp", "max_samples")
 
 
 def _field_error(field: str, message: str) -> PydanticCustomError:
@@ -44,6 +55,35 @@ class SolveParams(BaseModel):
     aggregation: AggregationName | None = Field(
         None, description="slow only: step-score aggregation (default last for beam/greedy, min otherwise)."
     )
+    beam_start: Literal["root", "beams"] | None = Field(
+        None,
+        description="slow beam/greedy: first depth from one root or from beam_width empty rollouts (official); "
+        "default from the prompt preset.",
+    )
+    keep_invalid: bool | None = Field(
+        None,
+        description="slow beam/greedy: rank candidates the step rules reject (official) instead of dropping them; "
+        "default from the prompt preset.",
+    )
+    temperature_ramp: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="slow beam/greedy: temperature added per candidate, capped at 1.0 (official v2: 0.5); "
+        "default from the prompt preset.",
+    )
+    max_samples: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="slow beam/greedy: no new depth starts after this many sampled candidates (official v1: 200, "
+        "v2: 299); default from the prompt preset.",
+    )
+    tie_break: Literal["first", "prm"] | None = Field(
+        None,
+        description="slow majority: a tie goes to the answer sampled first (default, no PRM call) or to the "
+        "best-scored path (PRM scores every path).",
+    )
     max_steps: int = Field(20, ge=1, le=50, description="Most atomic steps per path.")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
@@ -64,8 +104,12 @@ class SolveParams(BaseModel):
                     raise _field_error(name, f"{name!r} applies to mode 'slow' only, not {self.mode!r}")
         if self.strategy == "greedy" and self.beam_width not in (None, 1):
             raise _field_error("beam_width", "greedy search keeps exactly one beam; omit beam_width or use beam")
-        if self.strategy in PATH_LEVEL_STRATEGIES and self.beam_width is not None:
-            raise _field_error("beam_width", f"beam_width does not apply to strategy {self.strategy!r}")
+        if self.strategy in PATH_LEVEL_STRATEGIES:
+            for name in ("beam_width", *BEAM_ONLY_FIELDS):
+                if getattr(self, name) is not None:
+                    raise _field_error(name, f"{name} does not apply to strategy {self.strategy!r}")
+        if self.tie_break is not None and self.strategy != "majority":
+            raise _field_error("tie_break", "tie_break applies to strategy 'majority' only")
         if self.choices is not None and any(not c.strip() or len(c) > 1000 for c in self.choices):
             raise _field_error("choices", "every choice must be 1 to 1000 characters")
         return self

@@ -146,6 +146,15 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
         runnable: list[PolicyJob] = []
         requests = []
         for job in jobs:
+            if job.prompt_preset is not None and job.prompt_preset != self.backend.preset.name:
+                message = (
+                    f"the gateway searches with prompt preset {job.prompt_preset!r} but this worker serves "
+                    f"{self.backend.preset.name!r}; set the same ATOMTHINK_PROMPT_PRESET on both"
+                )
+                results[job.job_id] = self.failure(
+                    job, JobError(code="preset_mismatch", message=message, recoverable=False)
+                )
+                continue
             try:
                 image = await self.images.get(job.image_id) if job.image_id else None
             except KeyError as exc:

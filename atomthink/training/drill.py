@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from atomthink.data.engine import arithmetic_facts
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
-from atomthink.prompts import TINY
+from atomthink.prompts import TINY_STEP_DELIMITER
 from atomthink.training.common import next_token_loss
 
 
@@ -31,7 +31,7 @@ class CalcDrill:
         for a, op, b, r in arithmetic_facts():
             prompt = f"{a} {op} {b} = "
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = tokenizer(f"{prompt}{r}{TINY.step_delimiter}", add_special_tokens=False)["input_ids"]
+            ids = tokenizer(f"{prompt}{r}{TINY_STEP_DELIMITER}", add_special_tokens=False)["input_ids"]
             if ids[: len(p_ids)] != p_ids:
                 raise ValueError("drill prompt is not a token prefix of the drill line")
             self.lines.append((ids, len(p_ids)))

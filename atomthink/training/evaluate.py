@@ -35,7 +35,7 @@ from PIL import Image
 from atomthink.data.engine import arithmetic_is_right
 from atomthink.data.records import read_jsonl, split_process, through_first_error
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
-from atomthink.prompts import TINY, chat_messages, format_question
+from atomthink.prompts import TINY, TINY_STEP_DELIMITER, chat_messages, format_question
 from atomthink.steps import extract_answer, invalid_reason, is_final
 from service.orchestrator.strategies import tally
 from service.orchestrator.tree import rank_key
@@ -48,7 +48,7 @@ class Policy:
         self.processor = AutoProcessor.from_pretrained(path)
         self.model = AutoModelForImageTextToText.from_pretrained(path).eval()
         tok = self.processor.tokenizer
-        self.eos_ids = [tok.eos_token_id, tok.convert_tokens_to_ids(TINY.step_delimiter)]
+        self.eos_ids = [tok.eos_token_id, tok.convert_tokens_to_ids(TINY_STEP_DELIMITER)]
         self.pad_id = tok.pad_token_id
         self.batch_size = batch_size
         self.calls = 0
@@ -92,7 +92,7 @@ class Policy:
                 ids = [t for t in row.tolist() if t != self.pad_id]
                 self.generated_tokens += len(ids)
                 text = tok.decode(ids, skip_special_tokens=True)
-                out.append(text.split(TINY.step_delimiter)[0].strip() if stop_at_step else text.strip())
+                out.append(text.split(TINY_STEP_DELIMITER)[0].strip() if stop_at_step else text.strip())
         return out
 
 

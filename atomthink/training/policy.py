@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from atomthink.data.records import read_jsonl
 from atomthink.modeling.tiny import TinyPolicyShape, build_tiny_policy
-from atomthink.prompts import PRESET_FILE, TINY, chat_messages
+from atomthink.prompts import PRESET_FILE, TINY_STEP_DELIMITER, chat_messages
 from atomthink.training.common import (
     LossLog,
     dir_size_mb,
@@ -92,7 +92,7 @@ def target_text(rec: dict[str, Any], eos: str) -> str:
     """The assistant text a record teaches: steps end with the step delimiter, final actions with EOS."""
     gpt = rec["conversations"][1]["value"]
     if rec["kind"] == "step" and not rec["final"]:
-        return gpt + TINY.step_delimiter
+        return gpt + TINY_STEP_DELIMITER
     return gpt + eos
 
 

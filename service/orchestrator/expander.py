@@ -78,6 +78,7 @@ class QueueExpander:
         sampling: SamplingDefaults,
         seed: int,
         job_timeout_s: float,
+        prompt_preset: str | None = None,
     ) -> None:
         self.client = client
         self.request_id = request_id
@@ -86,6 +87,7 @@ class QueueExpander:
         self.sampling = sampling
         self.seed = seed
         self.job_timeout_s = job_timeout_s
+        self.prompt_preset = prompt_preset
         self.stats = ExpansionStats()
         self._jobs = 0
 
@@ -134,6 +136,7 @@ class QueueExpander:
             image_id=self.image_id,
             steps=list(steps),
             sampling=params,
+            prompt_preset=self.prompt_preset,
         )
         self.stats.policy_calls += 1
         result = await self._call(job, self.stats.policy_clock)

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 from atomthink.errors import AtomThinkError
-from atomthink.prompts import format_question
+from atomthink.prompts import PromptPreset, format_question, resolve_prompt_preset
 from atomthink.protocol import new_id
 from atomthink.queue.base import JobClient
 from atomthink.settings import Settings
-from atomthink.steps import extract_answer
+from atomthink.steps import extract_answer, get_step_rules
 from service import metrics
 from service.orchestrator import strategies
 from service.orchestrator.expander import QueueExpander, SamplingDefaults
@@ -26,9 +27,12 @@ log = logging.getLogger(__name__)
 class Solver:
     """The orchestrator's entry point; knows the queue interface, never a concrete queue or model."""
 
-    def __init__(self, client: JobClient, settings: Settings) -> None:
+    def __init__(self, client: JobClient, settings: Settings, preset: PromptPreset | None = None) -> None:
         self.client = client
         self.settings = settings
+        self.preset = preset or resolve_prompt_preset(settings.prompt_preset, settings.policy_model)
+        """The policy's prompt preset: its step rules, step budget and search defaults shape every search."""
+        self.rules = get_step_rules(self.preset.step_rules)
 
     async def solve(self, params: SolveParams, image: bytes | None = None) -> SolveResponse:
         strategy_label = params.resolved_strategy or "none"
@@ -68,11 +72,12 @@ class Solver:
                 temperature=params.temperature if params.temperature is not None else settings.temperature,
                 top_p=params.top_p if params.top_p is not None else settings.top_p,
                 top_k=settings.top_k,
-                max_step_tokens=settings.max_step_tokens,
+                max_step_tokens=settings.max_step_tokens or self.preset.step_max_tokens,
                 max_answer_tokens=settings.max_answer_tokens,
             ),
             seed=seed,
             job_timeout_s=settings.job_timeout_s,
+            prompt_preset=self.preset.name,
         )
         config = SearchConfig(
             max_steps=params.max_steps,
@@ -83,8 +88,9 @@ class Solver:
             max_retries=settings.quick_max_retries,
             retry_temperature_step=settings.quick_retry_temperature_step,
             choices=tuple(params.choices or ()),
+            **self._search_defaults(params),
         )
-        tree = SearchTree()
+        tree = SearchTree(rules=self.rules)
         budget_s = settings.request_timeout_s
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)
@@ -100,6 +106,22 @@ class Solver:
         metrics.GENERATED_TOKENS.labels(params.mode).inc(expander.stats.generated_tokens)
         metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
         return _response(request_id, params, outcome, tree, expander, truncated, started)
+
+    def _search_defaults(self, params: SolveParams) -> dict[str, Any]:
+        """Beam and vote knobs: the request's where it gives them, else the prompt preset's."""
+        preset = self.preset.search
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return {
+            "beam_start": pick(params.beam_start, preset.beam_start),
+            "keep_invalid": pick(params.keep_invalid, preset.keep_invalid),
+            "temperature_ramp": pick(params.temperature_ramp, preset.temperature_ramp),
+            "ramp_cap": preset.ramp_cap,
+            "max_samples": pick(params.max_samples, preset.max_samples),
+            "tie_break": pick(params.tie_break, "first"),
+        }
 
     async def _run_strategy(
         self, params: SolveParams, expander: QueueExpander, tree: SearchTree, config: SearchConfig

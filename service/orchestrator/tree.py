@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from atomthink.steps import is_final
+from atomthink.steps import TINY_RULES, StepRules
 
 Aggregation = Literal["min", "last", "mean", "prod"]
 
@@ -68,18 +68,22 @@ class Node:
 class SearchTree:
     """All nodes expanded for one request, plus the best path found so far (returned on a deadline)."""
 
+    rules: StepRules = TINY_RULES
+    """The step rules of the policy's prompt preset: they decide which steps are final and which invalid."""
     root: Node = field(default_factory=lambda: Node(id=0, parent=None, text="", depth=0))
     nodes: list[Node] = field(default_factory=list)
     best: Node | None = None
 
-    def add(self, parent: Node, text: str, invalid: str | None = None) -> Node:
+    def add(self, parent: Node, text: str, *, judge: bool = True) -> Node:
+        """A new child of ``parent``; with ``judge``, ``invalid`` says why the step rules reject it."""
+        verdict = self.rules.check(text, parent.previous_text())
         node = Node(
             id=len(self.nodes) + 1,
             parent=parent,
             text=text,
             depth=parent.depth + 1,
-            final=is_final(text),
-            invalid=invalid,
+            final=verdict.final,
+            invalid=verdict.invalid if judge else None,
         )
         self.nodes.append(node)
         return node

@@ -158,12 +158,83 @@ async def test_majority_returns_the_most_common_answer() -> None:
     assert outcome.votes == {"5": 3, "7": 1}
 
 
-async def test_majority_breaks_ties_by_aggregated_score() -> None:
+async def test_majority_makes_no_prm_call_and_gives_ties_to_the_first_sampled_answer() -> None:
+    # OpenR's vote (reason/reranking/vote_utils.py): max(counts, key=counts.get) over answers in sampling order.
     script = {(): ["m1", "m2"], ("m1",): [FINAL + "5"], ("m2",): [FINAL + "7"]}
     scores = {"m1": 0.4, "m2": 0.6, FINAL + "5": 0.9, FINAL + "7": 0.9}
-    config = SearchConfig(candidates=2, aggregation="min")
-    outcome = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), config)
+    expander = ScriptedExpander(script, scores)
+    outcome = await strategies.majority(expander, SearchTree(), SearchConfig(candidates=2, aggregation="min"))
+    assert outcome.answer == "5"
+    assert expander.score_calls == []
+    assert outcome.leaf.path_scores is None
+
+
+async def test_majority_with_prm_tie_break_gives_ties_to_the_best_scored_path() -> None:
+    script = {(): ["m1", "m2"], ("m1",): [FINAL + "5"], ("m2",): [FINAL + "7"]}
+    scores = {"m1": 0.4, "m2": 0.6, FINAL + "5": 0.9, FINAL + "7": 0.9}
+    expander = ScriptedExpander(script, scores)
+    config = SearchConfig(candidates=2, aggregation="min", tie_break="prm")
+    outcome = await strategies.majority(expander, SearchTree(), config)
     assert outcome.answer == "7"
+    assert len(expander.score_calls) == 1
+
+
+async def test_official_beam_starts_from_beam_width_empty_rollouts_and_keeps_invalid_candidates() -> None:
+    # beam_start="beams": depth 1 expands the root once per beam (2 x 3 samples). "b1" is a near copy of nothing
+    # but repeats itself (invalid under the official rules) and still wins on score, as in the official code.
+    from atomthink.steps import ATOMTHINK_V2_RULES
+
+    repeated = "Bar A is 3. Bar A is 3."
+    script = {
+        (): ["a1 is here.", repeated, "c1 is here."],
+        (repeated,): [FINAL + "4"],
+        ("a1 is here.",): [FINAL + "9"],
+    }
+    scores = {"a1 is here.": 0.5, repeated: 0.9, "c1 is here.": 0.1, FINAL + "4": 0.8, FINAL + "9": 0.7}
+    expander = ScriptedExpander(script, scores)
+    tree = SearchTree(rules=ATOMTHINK_V2_RULES)
+    config = SearchConfig(candidates=3, beam_width=2, beam_start="beams", keep_invalid=True)
+    outcome = await strategies.beam(expander, tree, config)
+    assert [call[:2] for call in expander.calls[:2]] == [((), 3), ((), 3)]
+    assert [len(call) for call in expander.score_calls[:1]] == [6]
+    assert outcome.leaf.steps() == [repeated, FINAL + "4"] and outcome.answer == "4"
+
+
+async def test_tiny_beam_drops_invalid_candidates() -> None:
+    repeated = "Bar A is 3. Bar A is 3."
+    script = {(): ["a1 is here.", repeated, "c1 is here."], ("a1 is here.",): [FINAL + "9"]}
+    scores = {"a1 is here.": 0.5, repeated: 0.9, "c1 is here.": 0.1, FINAL + "9": 0.7}
+    expander = ScriptedExpander(script, scores)
+    outcome = await strategies.beam(expander, SearchTree(), SearchConfig(candidates=3, beam_width=1))
+    assert outcome.leaf.steps() == ["a1 is here.", FINAL + "9"]
+    assert expander.score_calls[0] == [["a1 is here."], ["c1 is here."]]
+
+
+def test_temperature_ramp_follows_the_official_loop() -> None:
+    # v2 atomthink_slow.py: temperature += 0.5 after each candidate, then clamped to 1.0.
+    assert strategies.ramp_temperatures(SearchConfig(temperature=0.2, temperature_ramp=0.5), 3) == [0.2, 0.7, 1.0]
+    assert strategies.ramp_temperatures(SearchConfig(temperature=1.3, temperature_ramp=0.5), 3) == [1.3, 1.0, 1.0]
+    assert strategies.ramp_temperatures(SearchConfig(temperature=0.7), 2) == [0.7, 0.7]
+
+
+async def test_ramped_beam_asks_one_call_per_temperature() -> None:
+    script = {(): ["a1 is here."], ("a1 is here.",): [FINAL + "9"]}
+    scores = {"a1 is here.": 0.5, FINAL + "9": 0.7}
+    expander = ScriptedExpander(script, scores)
+    config = SearchConfig(temperature=0.2, temperature_ramp=0.5, candidates=3, beam_width=1)
+    await strategies.beam(expander, SearchTree(), config)
+    assert [(call[1], call[3]) for call in expander.calls[:3]] == [(1, 0.2), (1, 0.7), (1, 1.0)]
+
+
+async def test_beam_stops_at_the_sampling_budget_and_falls_back() -> None:
+    script = {(): ["a1 is here."], ("a1 is here.",): ["a2 is here."], ("a1 is here.", "a2 is here."): ["a3 x."]}
+    scores = {"a1 is here.": 0.5, "a2 is here.": 0.5, "a3 x.": 0.5}
+    expander = ScriptedExpander(script, scores)
+    config = SearchConfig(candidates=2, beam_width=1, max_samples=3)
+    outcome = await strategies.beam(expander, SearchTree(), config)
+    # depth 1 draws 2, depth 2 draws 2 (4 >= 3): no depth 3; the fallback prompt is asked once
+    assert [call[0] for call in expander.calls] == [(), ("a1 is here.",), ("a1 is here.", "a2 is here.")]
+    assert expander.calls[-1][2] == "final" and not outcome.final
 
 
 async def test_weighted_majority_outvotes_a_larger_low_scored_answer() -> None:

@@ -114,7 +114,7 @@ class TransformersPolicy:
             )
         inputs = inputs.to(self.device)
         kwargs: dict[str, Any] = {}
-        if stop_at_delimiter:
+        if stop_at_delimiter and self.preset.step_delimiter is not None:  # None: the step ends at EOS
             kwargs = {"stop_strings": [self.preset.step_delimiter], "tokenizer": self.tokenizer}
         sampler = PerRowSampler(rows, row_indices, self.device)
         with self._lock, torch.inference_mode():
@@ -153,7 +153,7 @@ class TransformersPolicy:
             ids = ids[:-1]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         delimiter = self.preset.step_delimiter
-        if stop_at_delimiter and delimiter in text:
+        if stop_at_delimiter and delimiter is not None and delimiter in text:
             text = text[: text.index(delimiter)]
             finish = "delimiter"
         elif finish == "length" and len(ids) < max_new_tokens:
