@@ -21,6 +21,7 @@ MODES: list[dict[str, Any]] = [
     {"mode": "slow", "strategy": "greedy", "candidates": 2},
     {"mode": "slow", "strategy": "best_of_n", "candidates": 4, "aggregation": "mean"},
     {"mode": "slow", "strategy": "majority", "candidates": 4},
+    {"mode": "slow", "strategy": "majority", "candidates": 4, "tie_break": "prm"},
     {"mode": "slow", "strategy": "weighted_majority", "candidates": 4},
 ]
 RESPONSE_FIELDS = {"id", "answer", "steps", "mode", "strategy", "stats", "timings_ms", "truncated"}
@@ -44,7 +45,11 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
     assert set(body["stats"]) == {"policy_calls", "prm_calls", "generated_tokens", "expanded_nodes"}
     assert set(body["timings_ms"]) == {"total", "policy", "prm", "queue"}
     assert body["stats"]["policy_calls"] >= 1 and body["stats"]["generated_tokens"] >= 1
-    if fields["mode"] == "slow":
+    if fields == {"mode": "slow", "strategy": "majority", "candidates": 4}:
+        # a plain vote needs no PRM (OpenR): no PRM job at all, no step scores
+        assert body["stats"]["prm_calls"] == 0 and body["timings_ms"]["prm"] == 0
+        assert all(step["score"] is None for step in body["steps"])
+    elif fields["mode"] == "slow":
         assert body["strategy"] == fields.get("strategy", "beam")
         assert body["stats"]["prm_calls"] >= 1
         assert all(isinstance(step["score"], float) and 0 <= step["score"] <= 1 for step in body["steps"])

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from atomthink.prm_format import encode_path, get_prm_preset, label_token_ids
 from atomthink.prompts import read_checkpoint_presets
 from workers.backends.base import ScoreRequest
+from workers.backends.prm_models import load_prm_model
 from workers.backends.torch_utils import resolve_device, resolve_dtype
 
 
@@ -25,12 +26,10 @@ class TransformersPrm:
         self.device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
-        if self.preset.kind == "causal_lm":
-            self.model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
-            self.label_ids: tuple[int, int] | None = label_token_ids(self.tokenizer, self.preset)
-        else:
-            self.model = AutoModelForTokenClassification.from_pretrained(model_path, dtype=torch_dtype)
-            self.label_ids = None
+        self.model: Any = load_prm_model(model_path, self.preset.kind, torch_dtype)
+        self.label_ids: tuple[int, int] | None = (
+            label_token_ids(self.tokenizer, self.preset) if self.preset.kind == "causal_lm" else None
+        )
         self.model.to(self.device).eval()
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)

@@ -4,7 +4,7 @@
   (system prompt, question, steps each followed by ``<extra_0>``) comes back as one ``[p_bad, p_good]`` row per
   separator; the step score is ``p_good``.
 - ``OpenAICompletionsPrm``: a causal-LM PRM (Math-psa, Math-Shepherd) served as a generative model. The path is
-  tokenized here, segment by segment, exactly as training and the transformers backend do (``encode_path``); each
+  tokenized here, as one string, exactly as the transformers backend does (``encode_path``); each
   step's prefix up to its tag is a token-id prompt of a one-token completion whose label logprobs give
   ``p(+) / (p(+) + p(-))``.
 """
@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from atomthink.prm_format import PrmPreset, encode_path, get_prm_preset, label_token_ids
+from atomthink.prm_format import PrmPreset, chat_path_messages, encode_path, get_prm_preset, label_token_ids
 from atomthink.prompts import read_checkpoint_presets
 from atomthink.settings import Settings
 from workers.backends.base import ScoreRequest
@@ -44,11 +44,7 @@ def pooling_request(preset: PrmPreset, question: str, steps: Sequence[str], *, m
         raise ValueError(f"PRM preset {preset.name} is a {preset.kind} PRM; /pooling needs token classification")
     return PoolingRequest(
         model=model,
-        messages=[
-            ChatMessage(role="system", content=preset.system_prompt or ""),
-            ChatMessage(role="user", content=question),
-            ChatMessage(role="assistant", content="".join(s.strip() + preset.step_tag for s in steps)),
-        ],
+        messages=[ChatMessage(**m) for m in chat_path_messages(preset, question, steps)],
         task="token_classify",
     )
 
