@@ -20,7 +20,8 @@ import pytest
 from atomthink.prm_format import MATH_PSA, MATH_SHEPHERD, encode_path, label_token_ids
 from tests.real_vocab import mistral_v01_tokenizer, qwen_tokenizer
 
-GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "official" / "atomthink_golden.json").read_text())
+GOLDEN_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "official" / "atomthink_golden.json"
+GOLDEN = json.loads(GOLDEN_FILE.read_text())
 QUESTIONS = [
     "What is the difference between the heights of bar B and bar C?",
     "As shown in the figure, AB = 6 and BC = 8. Find AC.\nChoices:\n(A) 10\n(B) 12\n(C) 14",

@@ -17,7 +17,10 @@ from workers.backends.base import ScoreRequest
 from workers.backends.hf_prm import TransformersPrm
 from workers.backends.prm_models import PrmLoadError, Qwen2ProcessRewardModel
 
-WORDS = "please reason step by and put your final answer within \\boxed{}. what is 2 + 3 ? = 5 6 the".split()
+WORDS = [
+    *("please", "reason", "step", "by", "and", "put", "your", "final", "answer", "within", "\\boxed{}."),
+    *("what", "is", "2", "+", "3", "?", "=", "5", "6", "the"),
+]
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
