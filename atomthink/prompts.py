@@ -37,6 +37,15 @@ class SearchDefaults:
 
 
 @dataclass(frozen=True)
+class SamplingDefaults:
+    """Sampling a model family was evaluated with; a request's or the settings' values override it."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+
+
+@dataclass(frozen=True)
 class PromptPreset:
     """Templates, step boundaries, step rules and search defaults of one model family."""
 
@@ -58,6 +67,7 @@ class PromptPreset:
     step_rules: str = "tiny"
     """Name of the step rules (``atomthink.steps.STEP_RULES``)."""
     search: SearchDefaults = SearchDefaults()
+    sampling: SamplingDefaults = SamplingDefaults()
 
     def render(self, kind: PromptKind, question: str, steps: Sequence[str] = ()) -> str:
         """The user text for one policy call (without ``image_prefix``)."""
@@ -119,6 +129,7 @@ ATOMTHINK_V1 = PromptPreset(
     step_rules="atomthink-v1",
     # v1 ``slow_thinking`` and ``eval_configs/MathVista.json``: 2 beams x 3 candidates, budget try_n_total_step=200.
     search=SearchDefaults(beam_start="beams", keep_invalid=True, max_samples=200),
+    sampling=SamplingDefaults(temperature=1.0, top_p=0.9, top_k=10),  # eval_configs/MathVista.json
 )
 
 ATOMTHINK_V2 = PromptPreset(
@@ -134,6 +145,7 @@ ATOMTHINK_V2 = PromptPreset(
     # v2 ``atomthink_slow.py``: temperature += 0.5 per candidate, capped at 1.0; ``sampling_count`` starts at 1 and
     # the loop runs while it is below max_sampling_count (300 in configs/inference/mathverse.yaml): 299 samples.
     search=SearchDefaults(beam_start="beams", keep_invalid=True, temperature_ramp=0.5, ramp_cap=1.0, max_samples=299),
+    sampling=SamplingDefaults(temperature=0.2, top_p=0.7, top_k=50),  # configs/inference/mathverse.yaml
 )
 
 TINY_STEP_DELIMITER = "\n"

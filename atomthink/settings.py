@@ -147,12 +147,13 @@ class Settings(BaseSettings):
     """``vllm`` policy: skip CUDA graph capture (faster start, slower decoding)."""
 
     # --- Search defaults ----------------------------------------------------------------------------
-    temperature: float = Field(0.7, ge=0, le=2)
-    """Sampling temperature when a request does not give one."""
-    top_p: float = Field(0.9, gt=0, le=1)
-    """Nucleus sampling mass when a request does not give one."""
-    top_k: int = Field(50, ge=0)
-    """Top-k sampling cut (0 = off)."""
+    temperature: float | None = Field(None, ge=0, le=2)
+    """Sampling temperature when a request does not give one; unset, the prompt preset's (tiny 0.7, atomthink-v1
+    1.0, atomthink-v2 0.2, as the official configs)."""
+    top_p: float | None = Field(None, gt=0, le=1)
+    """Nucleus sampling mass when a request does not give one; unset, the prompt preset's (0.9, 0.9, 0.7)."""
+    top_k: int | None = Field(None, ge=0)
+    """Top-k sampling cut (0 = off); unset, the prompt preset's (50, 10, 50)."""
     quick_max_retries: int = Field(5, ge=0, le=30)
     """QuickThink: resamples of an invalid step before accepting the last one."""
     quick_retry_temperature_step: float = Field(0.1, ge=0, le=1)

@@ -154,6 +154,12 @@ class WorkerProcess:
             args, env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
     def kill(self) -> None:
         """SIGKILL: the worker dies mid-job without acknowledging anything."""
         if self.process.poll() is None:

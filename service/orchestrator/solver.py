@@ -69,9 +69,9 @@ class Solver:
             question=format_question(params.question, params.choices),
             image_id=image_id,
             sampling=SamplingDefaults(
-                temperature=params.temperature if params.temperature is not None else settings.temperature,
-                top_p=params.top_p if params.top_p is not None else settings.top_p,
-                top_k=settings.top_k,
+                temperature=_first(params.temperature, settings.temperature, self.preset.sampling.temperature),
+                top_p=_first(params.top_p, settings.top_p, self.preset.sampling.top_p),
+                top_k=_first(settings.top_k, self.preset.sampling.top_k),
                 max_step_tokens=settings.max_step_tokens or self.preset.step_max_tokens,
                 max_answer_tokens=settings.max_answer_tokens,
             ),
@@ -110,17 +110,13 @@ class Solver:
     def _search_defaults(self, params: SolveParams) -> dict[str, Any]:
         """Beam and vote knobs: the request's where it gives them, else the prompt preset's."""
         preset = self.preset.search
-
-        def pick(value: Any, default: Any) -> Any:
-            return default if value is None else value
-
         return {
-            "beam_start": pick(params.beam_start, preset.beam_start),
-            "keep_invalid": pick(params.keep_invalid, preset.keep_invalid),
-            "temperature_ramp": pick(params.temperature_ramp, preset.temperature_ramp),
+            "beam_start": _first(params.beam_start, preset.beam_start),
+            "keep_invalid": _first(params.keep_invalid, preset.keep_invalid),
+            "temperature_ramp": _first(params.temperature_ramp, preset.temperature_ramp),
             "ramp_cap": preset.ramp_cap,
-            "max_samples": pick(params.max_samples, preset.max_samples),
-            "tie_break": pick(params.tie_break, "first"),
+            "max_samples": params.max_samples if params.max_samples is not None else preset.max_samples,
+            "tie_break": _first(params.tie_break, "first"),
         }
 
     async def _run_strategy(
@@ -138,6 +134,11 @@ class Solver:
         if strategy == "weighted_majority":
             return await strategies.weighted_majority(expander, tree, config)
         return await strategies.majority(expander, tree, config)
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is set (request, then settings, then the prompt preset)."""
+    return next(v for v in values if v is not None)
 
 
 def _best_so_far(tree: SearchTree, config: SearchConfig) -> SearchOutcome:
