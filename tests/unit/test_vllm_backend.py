@@ -265,7 +265,8 @@ def test_openai_chat_response_to_candidates() -> None:
 def test_pooling_payload_and_scores() -> None:
     payload = pooling_request(QWEN_PRM, "q", [" a ", "b"], model="prm")
     assert [m.role for m in payload.messages] == ["system", "user", "assistant"]
-    assert payload.messages[2].content == "a<extra_0>b<extra_0>" and payload.task == "token_classify"
+    # the model card's layout: steps as given, joined by the separator, one more at the end
+    assert payload.messages[2].content == " a <extra_0>b<extra_0>" and payload.task == "token_classify"
     response = PoolingResponse.model_validate({"data": [{"data": [[0.9, 0.1], [0.25, 0.75]]}]})
     assert scores_from_pooling(response, 2) == [0.1, 0.75]
     with pytest.raises(RemoteError):
