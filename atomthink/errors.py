@@ -47,6 +47,13 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class ModelNotFound(InvalidRequest):
+    """The request names a model this service does not serve."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
 class Overloaded(AtomThinkError):
     """Too many requests in flight; retry after a short wait."""
 

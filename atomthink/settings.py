@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(600.0, gt=0)
     """Hard ceiling on one solve, whatever deadline the client asks for."""
 
+    # --- Streaming, the OpenAI-compatible routes, the web page -----------------------------------------
+    stream_keepalive_s: float = Field(10.0, gt=0)
+    """A streamed response sends a keep-alive comment after this many seconds without a search event."""
+    served_model_name: str = Field("atomthink", min_length=1)
+    """The model id ``/v1/models`` lists and ``/v1/chat/completions`` accepts."""
+    image_url_hosts: list[str] = Field(default_factory=list)
+    """Hosts whose http(s) image URLs ``/v1/chat/completions`` may fetch; empty: data URLs only (no server fetch)."""
+    image_url_timeout_s: float = Field(10.0, gt=0)
+    """Time limit for fetching one allowed image URL."""
+
     # --- Queue between gateway and workers --------------------------------------------------------
     queue: Literal["memory", "redis"] = "memory"
     """``memory``: workers run in the gateway process. ``redis``: jobs go through Redis Streams."""

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from atomthink import __version__
 from atomthink.settings import Settings
 from service.api.errors import install_error_handlers
+from service.api.openai_routes import OPENAI_SCHEMAS
+from service.api.openai_routes import router as openai_router
 from service.api.routes import router
+from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.runtime import Runtime, embedded_runtime
 from service.schemas import SolveJsonRequest
+from service.web import router as web_router
 
 RuntimeFactory = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
 
@@ -39,20 +44,26 @@ def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory
     )
     app.include_router(router)
     install_error_handlers(app)
-    _register_schema(app, SolveJsonRequest)
+    app.include_router(openai_router)
+    app.include_router(web_router)
+    _register_schemas(app, [SolveJsonRequest, ExpansionEvent, ScoringEvent, SelectionEvent, *OPENAI_SCHEMAS])
     return app
 
 
-def _register_schema(app: FastAPI, model: type[SolveJsonRequest]) -> None:
-    """Add the JSON body model to the OpenAPI components (the route reads the body itself)."""
+def _register_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Add models to the OpenAPI components: bodies the routes read themselves, and the streamed events."""
     original = app.openapi
 
     def openapi() -> dict:  # type: ignore[type-arg]
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        _, definitions = models_json_schema([(model, "validation")], ref_template="#/components/schemas/{model}")
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in definitions.get("$defs", {}).items():
+            components.setdefault(name, definition)
         app.openapi_schema = schema
         return schema
 

@@ -7,10 +7,13 @@ import binascii
 import io
 import re
 import warnings
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
+import httpx
 from PIL import Image, UnidentifiedImageError
 
-from atomthink.errors import ImageTooLarge, InvalidImage
+from atomthink.errors import ImageTooLarge, InvalidImage, InvalidRequest
 
 _DATA_URL_RE = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 
@@ -52,3 +55,39 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> bytes:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"image cannot be decoded ({exc})", field="image") from None
     return data
+
+
+async def image_from_url(
+    url: str, *, field: str, allowed_hosts: Sequence[str], max_bytes: int, timeout_s: float
+) -> bytes:
+    """Bytes of a ``data:`` URL, or of an http(s) URL whose host is allowed (no redirects, size-limited).
+
+    Any other address is refused: the gateway never fetches what a client names unless an operator allowed it.
+    """
+    if url.startswith("data:"):
+        if not _DATA_URL_RE.match(url):
+            raise InvalidImage("a data URL image must be base64 encoded (data:image/png;base64,...)", field=field)
+        return decode_base64_image(url, max_bytes)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("image_url must be a data URL or an http(s) URL", field=field)
+    if parts.hostname not in allowed_hosts:
+        raise InvalidRequest(
+            f"remote image URLs are refused (host {parts.hostname!r} is not allowed); send a data URL",
+            field=field,
+        )
+    body = bytearray()
+    try:
+        async with (
+            httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise InvalidImage(f"image URL answered HTTP {response.status_code}", field=field)
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ImageTooLarge(f"image is over the {max_bytes} byte limit", field=field)
+    except httpx.HTTPError as exc:
+        raise InvalidImage(f"image URL cannot be fetched ({type(exc).__name__})", field=field) from None
+    return bytes(body)

@@ -15,6 +15,7 @@ from atomthink.queue.base import JobClient, JobSource
 from atomthink.queue.memory import InMemoryStepQueue
 from atomthink.queue.redis_streams import RedisStepQueue
 from atomthink.settings import Settings
+from service.events import EventSink
 from service.orchestrator.solver import Solver
 from service.schemas import SolveParams, SolveResponse
 from workers.backends.base import PolicyBackend, StepScorer
@@ -59,8 +60,10 @@ class Runtime:
     prm: StepScorer | None = None
     workers: list[PolicyWorker | PrmWorker] = field(default_factory=list)
 
-    async def solve(self, params: SolveParams, image: bytes | None = None) -> SolveResponse:
-        return await self.solver.solve(params, image)
+    async def solve(
+        self, params: SolveParams, image: bytes | None = None, sink: EventSink | None = None
+    ) -> SolveResponse:
+        return await self.solver.solve(params, image, sink)
 
     async def workers_alive(self) -> dict[Role, int]:
         return await self.client.workers_alive()

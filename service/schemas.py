@@ -95,6 +95,11 @@ class SolveParams(BaseModel):
         description="Return the best answer so far after this long (truncated: true).",
     )
     return_tree: bool = Field(False, description="Include every expanded node with its score and parent.")
+    stream: bool = Field(
+        False,
+        description="Answer with Server-Sent Events: expansion, scoring and selection events, then result (this "
+        "response's body) or error. Also chosen by 'Accept: text/event-stream'.",
+    )
 
     @model_validator(mode="after")
     def _check_mode_fields(self) -> SolveParams:

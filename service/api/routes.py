@@ -7,12 +7,13 @@ import contextlib
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.queue import metrics as queue_metrics
 from service.api.parsing import read_solve_request
+from service.api.stream import STREAMED, solve_event_stream, wants_stream
 from service.runtime import Runtime
 from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
 
@@ -52,6 +53,7 @@ _SOLVE_BODY: dict[str, Any] = {
                         "seed": {"type": "integer"},
                         "deadline_ms": {"type": "integer"},
                         "return_tree": {"type": "boolean"},
+                        "stream": {"type": "boolean"},
                     },
                 }
             },
@@ -62,14 +64,19 @@ _SOLVE_BODY: dict[str, Any] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)}
 
 
-@router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses=_ERRORS)
-async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse:
-    """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields."""
+@router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses={**_ERRORS, **STREAMED})
+async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse | StreamingResponse:
+    """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields.
+
+    With ``stream: true`` (or ``Accept: text/event-stream``) the answer is a stream of search events (SSE).
+    """
     admission: asyncio.Semaphore = request.app.state.admission
     if admission.locked():
         raise Overloaded(f"{runtime.settings.max_in_flight} requests already in flight", retry_after_s=1)
     async with admission:
         params, image = await read_solve_request(request, runtime.settings)
+        if wants_stream(request, params):
+            return solve_event_stream(request, runtime, params, image)  # holds its own admission slot
         task = asyncio.create_task(runtime.solve(params, image))
         watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
         try:

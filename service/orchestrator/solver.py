@@ -15,6 +15,7 @@ from atomthink.queue.base import JobClient
 from atomthink.settings import Settings
 from atomthink.steps import extract_answer, get_step_rules
 from service import metrics
+from service.events import EventSink
 from service.orchestrator import strategies
 from service.orchestrator.expander import QueueExpander, SamplingDefaults
 from service.orchestrator.strategies import SearchConfig, SearchOutcome
@@ -34,13 +35,16 @@ class Solver:
         """The policy's prompt preset: its step rules, step budget and search defaults shape every search."""
         self.rules = get_step_rules(self.preset.step_rules)
 
-    async def solve(self, params: SolveParams, image: bytes | None = None) -> SolveResponse:
+    async def solve(
+        self, params: SolveParams, image: bytes | None = None, sink: EventSink | None = None
+    ) -> SolveResponse:
+        """Run one request; ``sink`` receives the search events as they happen (streamed responses)."""
         strategy_label = params.resolved_strategy or "none"
         started = time.perf_counter()
         status = "error"
         metrics.IN_FLIGHT.inc()
         try:
-            response = await self._solve(params, image)
+            response = await self._solve(params, image, sink)
             status = "truncated" if response.truncated else "ok"
             return response
         except asyncio.CancelledError:
@@ -57,7 +61,7 @@ class Solver:
                     params.mode, strategy_label, metrics.candidate_bucket(params.resolved_candidates)
                 ).observe(time.perf_counter() - started)
 
-    async def _solve(self, params: SolveParams, image: bytes | None) -> SolveResponse:
+    async def _solve(self, params: SolveParams, image: bytes | None, sink: EventSink | None) -> SolveResponse:
         started = time.perf_counter()
         request_id = new_id()
         settings = self.settings
@@ -90,7 +94,7 @@ class Solver:
             choices=tuple(params.choices or ()),
             **self._search_defaults(params),
         )
-        tree = SearchTree(rules=self.rules)
+        tree = SearchTree(rules=self.rules, sink=sink)
         budget_s = settings.request_timeout_s
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)

@@ -155,10 +155,11 @@ async def beam(expander: StepExpander, tree: SearchTree, config: SearchConfig) -
         else:
             contenders = [c for c in children if c.invalid is None] or children
         await _score_nodes(expander, contenders)
+        tree.scored(contenders)
         # sorted() is stable, as heapq.nlargest is: equal scores keep sampling order.
         ranked = sorted(contenders, key=lambda n: aggregate(n.path_scores or [], config.aggregation), reverse=True)
         beams = ranked[: config.beam_width]
-        tree.best = beams[0]
+        tree.select(beams)
         finals = [b for b in beams if b.final]
         if finals:
             return SearchOutcome(finals[0], _answer_of(finals[0].text, config), final=True)
@@ -172,7 +173,7 @@ async def _rollouts(
     scores every path (unless ``score`` is False)."""
     first = await expander.propose([], config.candidates, temperature=config.temperature)
     leaves = [tree.add(tree.root, c.text, judge=False) for c in first]
-    tree.best = next((leaf for leaf in leaves if leaf.final), leaves[0])
+    tree.select(leaves, best=next((leaf for leaf in leaves if leaf.final), leaves[0]))
     for _ in range(config.max_steps - 1):
         open_leaves = [i for i, leaf in enumerate(leaves) if not leaf.final]
         if not open_leaves:
@@ -182,9 +183,10 @@ async def _rollouts(
         )
         for i, [candidate] in zip(open_leaves, proposals, strict=True):
             leaves[i] = tree.add(leaves[i], candidate.text, judge=False)
-        tree.best = next((leaf for leaf in leaves if leaf.final), tree.best)
+        tree.select(leaves, best=next((leaf for leaf in leaves if leaf.final), tree.best))
     if score:
         await _score_nodes(expander, leaves)
+        tree.scored(leaves)
     return leaves
 
 

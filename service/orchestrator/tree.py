@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from atomthink.steps import TINY_RULES, StepRules
+from service.events import EventNode, EventSink, ExpansionEvent, NodeScore, ScoringEvent, SelectionEvent
 
 Aggregation = Literal["min", "last", "mean", "prod"]
 
@@ -64,15 +65,21 @@ class Node:
         return self.text if self.parent is not None else None
 
 
-@dataclass
 class SearchTree:
-    """All nodes expanded for one request, plus the best path found so far (returned on a deadline)."""
+    """All nodes expanded for one request, plus the best path found so far (returned on a deadline).
 
-    rules: StepRules = TINY_RULES
-    """The step rules of the policy's prompt preset: they decide which steps are final and which invalid."""
-    root: Node = field(default_factory=lambda: Node(id=0, parent=None, text="", depth=0))
-    nodes: list[Node] = field(default_factory=list)
-    best: Node | None = None
+    With a ``sink`` it reports the search as it happens: ``add`` emits an expansion, ``scored`` a scoring, and
+    setting ``best`` (or ``select``) a selection. Strategies call ``scored`` after each PRM call and ``select`` when
+    they keep several nodes alive.
+    """
+
+    def __init__(self, rules: StepRules = TINY_RULES, sink: EventSink | None = None) -> None:
+        self.rules = rules
+        """The step rules of the policy's prompt preset: they decide which steps are final and which invalid."""
+        self.root = Node(id=0, parent=None, text="", depth=0)
+        self.nodes: list[Node] = []
+        self.sink = sink
+        self._best: Node | None = None
 
     def add(self, parent: Node, text: str, *, judge: bool = True) -> Node:
         """A new child of ``parent``; with ``judge``, ``invalid`` says why the step rules reject it."""
@@ -86,4 +93,34 @@ class SearchTree:
             invalid=verdict.invalid if judge else None,
         )
         self.nodes.append(node)
+        if self.sink is not None:
+            self.sink(ExpansionEvent(nodes=[event_node(node)]))
         return node
+
+    def scored(self, nodes: Sequence[Node]) -> None:
+        """Report the PRM scores just set on ``nodes``."""
+        if self.sink is not None:
+            scores = [NodeScore(id=n.id, score=n.score) for n in nodes if n.score is not None]
+            self.sink(ScoringEvent(scores=scores))
+
+    @property
+    def best(self) -> Node | None:
+        return self._best
+
+    @best.setter
+    def best(self, node: Node | None) -> None:
+        self.select([node] if node is not None else [])
+
+    def select(self, kept: Sequence[Node], best: Node | None = None) -> None:
+        """Keep ``kept`` alive (every later node descends from one of them); ``best`` defaults to the first."""
+        self._best = best if best is not None else (kept[0] if kept else None)
+        if self.sink is not None:
+            best_path = [n.id for n in self._best.path()] if self._best is not None else []
+            self.sink(SelectionEvent(kept=[n.id for n in kept if n.parent is not None], best_path=best_path))
+
+
+def event_node(node: Node) -> EventNode:
+    parent = node.parent.id if node.parent is not None and node.parent.parent is not None else None
+    return EventNode(
+        id=node.id, parent=parent, text=node.text, depth=node.depth, final=node.final, invalid=node.invalid
+    )

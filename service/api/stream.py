@@ -1,0 +1,171 @@
+"""``/solve`` as Server-Sent Events: the search events as they happen, then the response body or a typed error.
+
+Wire format (one SSE event each): ``expansion``, ``scoring`` and ``selection`` carry the models of
+``service.events``; ``result`` carries exactly the non-streamed ``SolveResponse`` body; ``error`` carries the usual
+``{"error": {"code", "message", "field"}}``. Comment lines (``: keep-alive``) fill long waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+
+from atomthink.errors import AtomThinkError
+from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
+from service.runtime import Runtime
+from service.schemas import ErrorBody, ErrorResponse, SolveParams, SolveResponse
+
+log = logging.getLogger(__name__)
+
+EVENT_STREAM = "text/event-stream"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE = ": keep-alive\n\n"
+
+SearchUpdate = ExpansionEvent | ScoringEvent | SelectionEvent
+StreamItem = SearchUpdate | SolveResponse | None
+"""What ``solve_with_events`` yields: a search event, the final response, or None for a keep-alive tick."""
+
+_DONE = object()
+
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or with stream (Server-Sent Events): events named expansion, scoring and selection, "
+        "then result (the JSON body) or error; ': keep-alive' comments on long waits.",
+        "content": {
+            EVENT_STREAM: {
+                "schema": {
+                    "description": "The data of one event: the event's own model, or for 'result' the JSON body, "
+                    "for 'error' the error body.",
+                    "oneOf": [
+                        {"$ref": f"#/components/schemas/{name}"}
+                        for name in (
+                            "ExpansionEvent",
+                            "ScoringEvent",
+                            "SelectionEvent",
+                            "SolveResponse",
+                            "ErrorResponse",
+                        )
+                    ],  # fmt: skip
+                }
+            }
+        },
+    }
+}
+
+
+def wants_stream(request: Request, params: SolveParams) -> bool:
+    """``"stream": true`` in the body, or an ``Accept`` header that asks for an event stream."""
+    return params.stream or EVENT_STREAM in request.headers.get("accept", "")
+
+
+def sse(event: str, data: BaseModel | dict[str, Any]) -> str:
+    payload = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    return f"event: {event}\ndata: {payload}\n\n"
+
+
+def error_body(exc: BaseException) -> ErrorResponse:
+    """The error body of the JSON routes, for an error that happens after the stream has started."""
+    if isinstance(exc, AtomThinkError):
+        return ErrorResponse(error=ErrorBody(code=exc.code, message=exc.message, field=exc.field))
+    log.error("unhandled error in a streamed solve", exc_info=exc)
+    return ErrorResponse(error=ErrorBody(code="internal_error", message="internal error; see the gateway log"))
+
+
+async def solve_with_events(
+    runtime: Runtime, params: SolveParams, image: bytes | None, keepalive_s: float
+) -> AsyncGenerator[StreamItem, None]:
+    """Run one solve and yield its events as they happen, None after ``keepalive_s`` of silence, then the response.
+
+    The solve's errors propagate from the last step. Closing the iterator early (the client went away) cancels the
+    search, and with it the request's queued jobs.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.create_task(runtime.solve(params, image, queue.put_nowait))
+    task.add_done_callback(lambda _: queue.put_nowait(_DONE))  # after every event the search emitted
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), keepalive_s)
+            except TimeoutError:
+                yield None
+                continue
+            if item is _DONE:
+                yield task.result()
+                return
+            yield item
+    finally:
+        task.cancel()  # no await: this may run inside a cancelled scope; the task cancels its jobs itself
+
+
+class Admission:
+    """A slot of the gateway's in-flight limit held for the life of a stream, released exactly once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        await self.semaphore.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
+def event_stream(request: Request, body: Callable[[], AsyncGenerator[str, None]]) -> StreamingResponse:
+    """An SSE response that holds an admission slot while ``body`` runs (acquired when the stream starts).
+
+    A client that disconnects stops the stream; the background step then closes the generators at once (their
+    ``finally`` cancels the search) instead of leaving that to the garbage collector.
+    """
+    admission = Admission(request.app.state.admission)
+
+    async def guarded() -> AsyncGenerator[str, None]:
+        await admission.acquire()
+        try:
+            async with contextlib.aclosing(body()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            admission.release()
+
+    chunks = guarded()
+
+    async def close() -> None:
+        await chunks.aclose()
+        admission.release()
+
+    return StreamingResponse(chunks, media_type=EVENT_STREAM, headers=SSE_HEADERS, background=BackgroundTask(close))
+
+
+def solve_event_stream(
+    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
+) -> StreamingResponse:
+    """``/solve`` streamed: search events, then ``result`` (the non-streamed body) or ``error``."""
+
+    async def body() -> AsyncGenerator[str, None]:
+        try:
+            events = solve_with_events(runtime, params, image, runtime.settings.stream_keepalive_s)
+            async with contextlib.aclosing(events) as items:
+                async for item in items:
+                    if item is None:
+                        yield KEEPALIVE
+                    elif isinstance(item, SolveResponse):
+                        yield sse("result", item)
+                    else:
+                        yield sse(item.type, item)
+        except Exception as exc:
+            yield sse("error", error_body(exc))
+
+    return event_stream(request, body)
