@@ -1,0 +1,346 @@
+// AtomThink Serve page: posts /solve with stream: true and draws the search tree from its Server-Sent Events.
+"use strict";
+
+const EXAMPLE_QUESTION = "How much taller is bar B than bar C?";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const COL_W = 200;
+const ROW_H = 24;
+const PAD = 24;
+const LABEL_CHARS = 26;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  image: null, // data URL
+  nodes: new Map(), // id -> {id, parent, text, depth, final, invalid, score, children: []}
+  roots: [],
+  kept: new Set(),
+  live: null, // Set of ids still alive after the last selection (null before any)
+  bestPath: [],
+  controller: null,
+  started: 0,
+};
+
+function setStatus(status, text) {
+  document.body.dataset.status = status;
+  $("status").textContent = text;
+}
+
+function resetTree() {
+  state.nodes = new Map();
+  state.roots = [];
+  state.kept = new Set();
+  state.live = null;
+  state.bestPath = [];
+  $("answer").textContent = "-";
+  $("steps").replaceChildren();
+  $("timings").replaceChildren();
+  $("node-detail").textContent = "Click a node to read its step.";
+  render();
+}
+
+// ---- image input ------------------------------------------------------------------------------------------
+function showImage(dataUrl) {
+  state.image = dataUrl;
+  const preview = $("preview");
+  preview.hidden = !dataUrl;
+  $("drop-hint").hidden = Boolean(dataUrl);
+  if (dataUrl) preview.src = dataUrl;
+  else preview.removeAttribute("src");
+}
+
+function readFile(file) {
+  if (!file || !file.type.startsWith("image/")) return;
+  const reader = new FileReader();
+  reader.onload = () => showImage(reader.result);
+  reader.readAsDataURL(file);
+}
+
+async function useExample() {
+  const response = await fetch("/static/example.png");
+  const blob = await response.blob();
+  readFile(new File([blob], "example.png", { type: "image/png" }));
+  $("question").value = EXAMPLE_QUESTION;
+}
+
+// ---- request ----------------------------------------------------------------------------------------------
+function numberField(id) {
+  const value = $(id).value.trim();
+  return value === "" ? undefined : Number(value);
+}
+
+function requestBody() {
+  const mode = $("mode").value;
+  const body = { question: $("question").value.trim(), mode, stream: true, max_steps: numberField("max-steps") };
+  if (state.image) body.image = state.image;
+  if (mode === "slow") {
+    body.strategy = $("strategy").value;
+    body.candidates = numberField("candidates");
+    if (body.strategy === "beam") body.beam_width = numberField("beam-width");
+  }
+  body.temperature = numberField("temperature");
+  body.seed = numberField("seed");
+  return body;
+}
+
+async function solve(event) {
+  event.preventDefault();
+  if (state.controller) return;
+  resetTree();
+  state.controller = new AbortController();
+  state.started = performance.now();
+  $("submit").disabled = true;
+  $("stop").disabled = false;
+  setStatus("running", "Searching...");
+  try {
+    const response = await fetch("/solve", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
+      body: JSON.stringify(requestBody()),
+      signal: state.controller.signal,
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({ error: { message: response.statusText } }));
+      showError(body);
+      return;
+    }
+    await readEvents(response.body);
+    if (document.body.dataset.status === "running") setStatus("error", "The stream ended without a result.");
+  } catch (error) {
+    if (error.name === "AbortError") setStatus("idle", "Stopped: the search was cancelled.");
+    else setStatus("error", `Request failed: ${error.message}`);
+  } finally {
+    state.controller = null;
+    $("submit").disabled = false;
+    $("stop").disabled = true;
+  }
+}
+
+async function readEvents(stream) {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      dispatch(block);
+    }
+  }
+}
+
+function dispatch(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue; // keep-alive comment
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+  }
+  if (!data.length) return;
+  const payload = JSON.parse(data.join("\n"));
+  if (name === "expansion") onExpansion(payload);
+  else if (name === "scoring") onScoring(payload);
+  else if (name === "selection") onSelection(payload);
+  else if (name === "result") onResult(payload);
+  else if (name === "error") showError(payload);
+}
+
+// ---- events -----------------------------------------------------------------------------------------------
+function onExpansion(event) {
+  for (const node of event.nodes) {
+    const entry = { ...node, score: null, children: [] };
+    state.nodes.set(node.id, entry);
+    if (node.parent === null) state.roots.push(entry);
+    else state.nodes.get(node.parent).children.push(entry);
+  }
+  render();
+}
+
+function onScoring(event) {
+  for (const { id, score } of event.scores) state.nodes.get(id).score = score;
+  render();
+}
+
+function ancestors(id) {
+  const path = [];
+  for (let node = state.nodes.get(id); node; node = state.nodes.get(node.parent)) path.push(node.id);
+  return path;
+}
+
+function onSelection(event) {
+  state.kept = new Set(event.kept);
+  state.bestPath = event.best_path;
+  state.live = new Set(event.kept.flatMap(ancestors));
+  render();
+}
+
+function onResult(result) {
+  $("answer").textContent = result.answer ?? "(none)";
+  const steps = $("steps");
+  steps.replaceChildren();
+  for (const step of result.steps) {
+    const item = document.createElement("li");
+    item.textContent = step.text;
+    if (step.score !== null) {
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = step.score.toFixed(3);
+      item.append(score);
+    }
+    steps.append(item);
+  }
+  const t = result.timings_ms;
+  const s = result.stats;
+  const rows = [
+    ["total", `${t.total.toFixed(0)} ms`],
+    ["policy busy", `${t.policy.toFixed(0)} ms`],
+    ["PRM busy", `${t.prm.toFixed(0)} ms`],
+    ["queue wait (sum)", `${t.queue.toFixed(0)} ms`],
+    ["policy / PRM calls", `${s.policy_calls} / ${s.prm_calls}`],
+    ["generated tokens", `${s.generated_tokens}`],
+    ["expanded nodes", `${s.expanded_nodes}`],
+  ];
+  if (result.truncated) rows.push(["truncated", "deadline reached"]);
+  $("timings").replaceChildren(
+    ...rows.map(([label, value]) => {
+      const row = document.createElement("tr");
+      for (const text of [label, value]) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      return row;
+    }),
+  );
+  const mode = result.strategy ? `${result.mode} / ${result.strategy}` : result.mode;
+  setStatus("done", `Done (${mode}): ${s.expanded_nodes} nodes in ${(t.total / 1000).toFixed(2)} s.`);
+  render();
+}
+
+function showError(body) {
+  const error = body.error || {};
+  const field = error.field ? ` (${error.field})` : "";
+  setStatus("error", `Error ${error.code || ""}${field}: ${error.message || "unknown error"}`);
+}
+
+// ---- drawing ----------------------------------------------------------------------------------------------
+function scoreColor(score) {
+  const hue = Math.round(120 * Math.max(0, Math.min(1, score)));
+  return `hsl(${hue}, 70%, ${hue > 90 ? 38 : 45}%)`;
+}
+
+function layout() {
+  // Leaves get consecutive rows in depth-first order; a parent sits at the middle of its children.
+  const positions = new Map();
+  let row = 0;
+  const place = (node) => {
+    if (!node.children.length) {
+      positions.set(node.id, { x: PAD + (node.depth - 1) * COL_W, y: PAD + row * ROW_H });
+      row += 1;
+    } else {
+      node.children.forEach(place);
+      const ys = node.children.map((child) => positions.get(child.id).y);
+      positions.set(node.id, { x: PAD + (node.depth - 1) * COL_W, y: (Math.min(...ys) + Math.max(...ys)) / 2 });
+    }
+  };
+  state.roots.forEach(place);
+  return { positions, rows: row };
+}
+
+function svg(tag, attributes) {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  return element;
+}
+
+function render() {
+  const { positions, rows } = layout();
+  const chosen = new Set(state.bestPath);
+  const maxDepth = Math.max(1, ...[...state.nodes.values()].map((n) => n.depth));
+  const root = $("tree-svg");
+  root.setAttribute("width", PAD * 2 + (maxDepth - 1) * COL_W + COL_W);
+  root.setAttribute("height", Math.max(120, PAD * 2 + rows * ROW_H));
+  const edges = svg("g", {});
+  const dots = svg("g", {});
+  const deepestKept = Math.max(0, ...[...state.kept].map((id) => state.nodes.get(id)?.depth ?? 0));
+  for (const node of state.nodes.values()) {
+    const at = positions.get(node.id);
+    if (node.parent !== null) {
+      const from = positions.get(node.parent);
+      const midX = (from.x + at.x) / 2;
+      const edge = svg("path", { d: `M${from.x},${from.y} C${midX},${from.y} ${midX},${at.y} ${at.x},${at.y}` });
+      edge.setAttribute("class", chosen.has(node.id) && chosen.has(node.parent) ? "edge chosen" : "edge");
+      edges.append(edge);
+    }
+    const pruned = state.live !== null && node.depth <= deepestKept && !state.live.has(node.id);
+    const classes = ["node"];
+    if (node.score === null) classes.push("unscored");
+    if (node.invalid || pruned) classes.push("dim");
+    if (chosen.has(node.id)) classes.push("chosen");
+    if (node.final) classes.push("final");
+    const group = svg("g", { class: classes.join(" "), "data-id": node.id, transform: `translate(${at.x},${at.y})` });
+    const circle = svg("circle", { r: 7 });
+    if (node.score !== null) circle.setAttribute("fill", scoreColor(node.score));
+    const title = svg("title", {});
+    const why = node.invalid ? ` [rejected: ${node.invalid}]` : pruned ? " [pruned]" : "";
+    const score = node.score === null ? "not scored" : `PRM ${node.score.toFixed(3)}`;
+    title.textContent = `#${node.id} ${node.text} (${score})${why}`;
+    const short = node.text.length > LABEL_CHARS ? `${node.text.slice(0, LABEL_CHARS - 1)}…` : node.text;
+    const label = svg("text", { x: 11, y: 4 });
+    label.textContent = short;
+    group.append(circle, title, label);
+    if (node.score !== null) {
+      const value = svg("text", { class: "score", x: -9, y: -9 });
+      value.textContent = node.score.toFixed(2);
+      group.append(value);
+    }
+    group.addEventListener("click", () => {
+      $("node-detail").textContent = title.textContent;
+    });
+    dots.append(group);
+  }
+  root.replaceChildren(edges, dots);
+  const scored = [...state.nodes.values()].filter((n) => n.score !== null).length;
+  $("counts").textContent = state.nodes.size ? `${state.nodes.size} nodes, ${scored} scored` : "";
+}
+
+// ---- wiring -----------------------------------------------------------------------------------------------
+function init() {
+  $("question").value = EXAMPLE_QUESTION;
+  $("solve-form").addEventListener("submit", solve);
+  $("stop").addEventListener("click", () => state.controller?.abort());
+  $("use-example").addEventListener("click", () => useExample().catch((e) => setStatus("error", e.message)));
+  $("clear-image").addEventListener("click", () => showImage(null));
+  $("image-file").addEventListener("change", (e) => readFile(e.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    readFile(e.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (e) => {
+    const item = [...e.clipboardData.items].find((i) => i.type.startsWith("image/"));
+    if (item) readFile(item.getAsFile());
+  });
+  const toggle = () => {
+    const slow = $("mode").value === "slow";
+    for (const id of ["strategy", "candidates", "beam-width"]) $(id).disabled = !slow;
+    if (slow && $("strategy").value !== "beam") $("beam-width").disabled = true;
+  };
+  $("mode").addEventListener("change", toggle);
+  $("strategy").addEventListener("change", toggle);
+  toggle();
+  render();
+}
+
+init();
