@@ -76,7 +76,9 @@ def gateway(
     prefix = f"atomthink-test-{uuid.uuid4().hex[:8]}"
     log = tmp_path_factory.mktemp("logs") / f"gateway-{queue}.log"
     try:
-        with ServerProcess(["serve"], model_env(tiny_models, **queue_env(queue, prefix)), log_path=log) as server:
+        # image URLs of this host may be fetched by /v1/chat/completions (the gateway's own example image)
+        env = model_env(tiny_models, **queue_env(queue, prefix), ATOMTHINK_IMAGE_URL_HOSTS='["127.0.0.1"]')
+        with ServerProcess(["serve"], env, log_path=log) as server:
             yield server
     finally:
         if queue == "redis":
