@@ -3,10 +3,10 @@
 
 const EXAMPLE_QUESTION = "How much taller is bar B than bar C?";
 const SVG_NS = "http://www.w3.org/2000/svg";
-const COL_W = 200;
 const ROW_H = 24;
 const PAD = 24;
-const LABEL_CHARS = 26;
+const LABEL_W = 150; // room for the deepest nodes' labels
+let colW = 200; // recomputed so the deepest level fits the panel
 
 const $ = (id) => document.getElementById(id);
 
@@ -240,12 +240,12 @@ function layout() {
   let row = 0;
   const place = (node) => {
     if (!node.children.length) {
-      positions.set(node.id, { x: PAD + (node.depth - 1) * COL_W, y: PAD + row * ROW_H });
+      positions.set(node.id, { x: PAD + (node.depth - 1) * colW, y: PAD + row * ROW_H });
       row += 1;
     } else {
       node.children.forEach(place);
       const ys = node.children.map((child) => positions.get(child.id).y);
-      positions.set(node.id, { x: PAD + (node.depth - 1) * COL_W, y: (Math.min(...ys) + Math.max(...ys)) / 2 });
+      positions.set(node.id, { x: PAD + (node.depth - 1) * colW, y: (Math.min(...ys) + Math.max(...ys)) / 2 });
     }
   };
   state.roots.forEach(place);
@@ -259,11 +259,14 @@ function svg(tag, attributes) {
 }
 
 function render() {
+  const maxDepth = Math.max(1, ...[...state.nodes.values()].map((n) => n.depth));
+  const room = $("tree").clientWidth - PAD * 2 - LABEL_W;
+  colW = Math.max(110, Math.min(200, room / Math.max(1, maxDepth - 1)));
+  const labelChars = Math.floor((colW - 14) / 6.2);
   const { positions, rows } = layout();
   const chosen = new Set(state.bestPath);
-  const maxDepth = Math.max(1, ...[...state.nodes.values()].map((n) => n.depth));
   const root = $("tree-svg");
-  root.setAttribute("width", PAD * 2 + (maxDepth - 1) * COL_W + COL_W);
+  root.setAttribute("width", PAD * 2 + (maxDepth - 1) * colW + LABEL_W);
   root.setAttribute("height", Math.max(120, PAD * 2 + rows * ROW_H));
   const edges = svg("g", {});
   const dots = svg("g", {});
@@ -290,7 +293,7 @@ function render() {
     const why = node.invalid ? ` [rejected: ${node.invalid}]` : pruned ? " [pruned]" : "";
     const score = node.score === null ? "not scored" : `PRM ${node.score.toFixed(3)}`;
     title.textContent = `#${node.id} ${node.text} (${score})${why}`;
-    const short = node.text.length > LABEL_CHARS ? `${node.text.slice(0, LABEL_CHARS - 1)}…` : node.text;
+    const short = node.text.length > labelChars ? `${node.text.slice(0, labelChars - 1)}…` : node.text;
     const label = svg("text", { x: 11, y: 4 });
     label.textContent = short;
     group.append(circle, title, label);
