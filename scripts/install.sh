@@ -36,3 +36,20 @@ install_prometheus() {
 if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   install_prometheus
 fi
+
+# Chromium (Debian package) for the web page tests: tests/integration/test_web_page.py drives it with Playwright
+# (the Python package, a dev dependency) through executable_path=/usr/bin/chromium; `playwright install` is not used.
+install_chromium() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo -n true 2>/dev/null || { echo "chromium missing and no root: web page tests will skip" >&2; return 0; }
+    sudo="sudo -n"
+  fi
+  local apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0"
+  $apt install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { $apt update >/dev/null 2>&1 && $apt install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+    || echo "apt-get install chromium failed: web page tests will skip" >&2
+}
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  install_chromium
+fi

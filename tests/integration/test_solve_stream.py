@@ -194,3 +194,22 @@ def test_disconnect_mid_stream_cancels_the_queued_jobs(
         assert _metric(server.url, "atomthink_in_flight_requests") == 0
         after = httpx.post(f"{server.url}/solve", json={"question": "1+1?", "mode": "direct"}, timeout=30)
         assert after.status_code == 200
+
+
+def test_openapi_documents_the_stream_and_the_openai_routes(gateway: ServerProcess) -> None:
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    solve_ok = spec["paths"]["/solve"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "text/event-stream"} <= solve_ok.keys()
+    events = [ref["$ref"].rsplit("/", 1)[1] for ref in solve_ok["text/event-stream"]["schema"]["oneOf"]]
+    assert events == ["ExpansionEvent", "ScoringEvent", "SelectionEvent", "SolveResponse", "ErrorResponse"]
+    assert all(name in schemas for name in events)
+    assert "stream" in schemas["SolveJsonRequest"]["properties"]
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatCompletionRequest")
+    assert {"application/json", "text/event-stream"} <= chat["responses"]["200"]["content"].keys()
+    assert chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIError")
+    assert "reasoning_effort" in schemas["ChatCompletionRequest"]["properties"]
+    assert "atomthink" in schemas["ChatCompletionRequest"]["properties"]
+    assert "ChatCompletionChunk" in schemas and "ChatCompletion" in schemas
+    assert "get" in spec["paths"]["/v1/models"]
