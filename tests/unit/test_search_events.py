@@ -17,7 +17,7 @@ async def test_beam_emits_expansions_scores_and_kept_beams() -> None:
     scores = {"a1": 0.9, "b1": 0.8, "c1": 0.1, FINAL + "5": 0.99, "a3": 0.2, "b2": 0.5, "b3": 0.4}
     events: list[Event] = []
     outcome = await strategies.beam(
-        ScriptedExpander(script, scores), SearchTree(events.append), SearchConfig(candidates=2, beam_width=2)
+        ScriptedExpander(script, scores), SearchTree(sink=events.append), SearchConfig(candidates=2, beam_width=2)
     )
     assert outcome.answer == "5"
     kinds = [event.type for event in events]
@@ -32,7 +32,7 @@ async def test_beam_emits_expansions_scores_and_kept_beams() -> None:
 async def test_quick_reports_rejected_resamples_and_each_chosen_step() -> None:
     script = {(): ["", "x = 1"], ("x = 1",): [FINAL + "1"]}
     events: list[Event] = []
-    await strategies.quick(ScriptedExpander(script), SearchTree(events.append), SearchConfig(max_steps=3))
+    await strategies.quick(ScriptedExpander(script), SearchTree(sink=events.append), SearchConfig(max_steps=3))
     expansions = [e.nodes[0] for e in events if isinstance(e, ExpansionEvent)]
     assert [(n.text, n.invalid is not None) for n in expansions] == [("", True), ("x = 1", False), (FINAL + "1", False)]
     selections = [e for e in events if isinstance(e, SelectionEvent)]
@@ -45,7 +45,7 @@ async def test_rollouts_keep_every_path_alive_until_the_pick() -> None:
     scores = {"a": 0.9, "b": 0.2, FINAL + "1": 0.3, FINAL + "2": 0.8}
     events: list[Event] = []
     outcome = await strategies.best_of_n(
-        ScriptedExpander(script, scores), SearchTree(events.append), SearchConfig(candidates=2, aggregation="last")
+        ScriptedExpander(script, scores), SearchTree(sink=events.append), SearchConfig(candidates=2, aggregation="last")
     )
     selections = [e for e in events if isinstance(e, SelectionEvent)]
     assert [s.kept for s in selections] == [[1, 2], [3, 4], [4]]

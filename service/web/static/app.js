@@ -283,7 +283,8 @@ function render() {
     const pruned = state.live !== null && node.depth <= deepestKept && !state.live.has(node.id);
     const classes = ["node"];
     if (node.score === null) classes.push("unscored");
-    if (node.invalid || pruned) classes.push("dim");
+    const alive = state.live !== null && state.live.has(node.id);
+    if ((node.invalid && !alive) || pruned) classes.push("dim"); // an invalid step the search kept is not dimmed
     if (chosen.has(node.id)) classes.push("chosen");
     if (node.final) classes.push("final");
     const group = svg("g", { class: classes.join(" "), "data-id": node.id, transform: `translate(${at.x},${at.y})` });
