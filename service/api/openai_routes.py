@@ -190,7 +190,7 @@ async def _solve_until_disconnect(
                 await task
 
 
-def _accepted_path(kept: list[int], parents: dict[int, int | None]) -> list[int]:
+def accepted_path(kept: list[int], parents: dict[int, int | None]) -> list[int]:
     """Node ids every kept node descends from: steps no later selection can take back."""
     paths = []
     for node_id in kept:
@@ -237,7 +237,7 @@ async def _chunks(
                     for node in item.nodes:
                         texts[node.id], parents[node.id] = node.text, node.parent
                 elif isinstance(item, SelectionEvent):
-                    accepted = _accepted_path(item.kept, parents)
+                    accepted = accepted_path(item.kept, parents)
                     if accepted[: len(sent)] == sent:
                         for node_id in accepted[len(sent) :]:
                             yield reasoning(texts[node_id], first=not sent)

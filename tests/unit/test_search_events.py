@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.api.openai_routes import _accepted_path
+from service.api.openai_routes import accepted_path
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.orchestrator import strategies
 from service.orchestrator.strategies import SearchConfig
@@ -54,7 +54,7 @@ async def test_rollouts_keep_every_path_alive_until_the_pick() -> None:
 
 def test_accepted_steps_are_the_common_prefix_of_the_kept_paths() -> None:
     parents: dict[int, int | None] = {1: None, 2: None, 3: 1, 4: 1, 5: 3}
-    assert _accepted_path([3, 4], parents) == [1]
-    assert _accepted_path([5], parents) == [1, 3, 5]
-    assert _accepted_path([3, 2], parents) == []
-    assert _accepted_path([], parents) == []
+    assert accepted_path([3, 4], parents) == [1]
+    assert accepted_path([5], parents) == [1, 3, 5]
+    assert accepted_path([3, 2], parents) == []
+    assert accepted_path([], parents) == []
