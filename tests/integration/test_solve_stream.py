@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import TEST_REDIS_URL, delete_prefix, model_env, queue_env
@@ -149,8 +150,19 @@ def test_failure_mid_stream_is_a_typed_error_event_after_keepalives(redis_prefix
     try:
         with ServerProcess(["gateway"], env, ready_path="/healthz", log_path=tmp_path / "gateway.log") as server:
             events = _stream(server.url, {"question": "1+1?", "mode": "quick", "stream": True})
+            # the OpenAI route: the same failure as OpenAI's error shape, in the stream and as a 503
+            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+            request: dict[str, Any] = {"model": "atomthink", "messages": [{"role": "user", "content": "1+1?"}],
+                                       "reasoning_effort": "low"}  # fmt: skip
+            with pytest.raises(openai.APIError) as streamed:
+                for _ in client.chat.completions.create(**request, stream=True):
+                    pass
+            with pytest.raises(openai.InternalServerError) as plain:
+                client.chat.completions.create(**request)
     finally:
         delete_prefix(TEST_REDIS_URL, redis_prefix)
+    assert streamed.value.code == plain.value.code == "job_timeout"
+    assert plain.value.status_code == 503 and plain.value.type == "server_error"
     assert [e.event for e in events] == ["error"]
     assert events[0].data == {
         "error": {"code": "job_timeout", "message": "no policy worker answered within 2 s", "field": None}
@@ -168,8 +180,9 @@ def test_disconnect_mid_stream_cancels_the_queued_jobs(
     queue: str, tiny_models: dict[str, Path], redis_prefix: str, tmp_path: Path
 ) -> None:
     # one policy job per model call: of eight lockstep paths, seven jobs wait in the queue at any time
+    # one slot: the request after the disconnect is admitted only if the stream gave its slot back
     env = model_env(tiny_models, **queue_env(queue, redis_prefix), ATOMTHINK_POLICY_BATCH_SIZE="1",
-                    ATOMTHINK_MAX_STEP_TOKENS="24")  # fmt: skip
+                    ATOMTHINK_MAX_STEP_TOKENS="24", ATOMTHINK_MAX_IN_FLIGHT="1")  # fmt: skip
     body = {"question": "Perimeter?", "mode": "slow", "strategy": "best_of_n", "candidates": 8, "max_steps": 50,
             "seed": 1, "stream": True}  # fmt: skip
     with ServerProcess(["serve"], env, log_path=tmp_path / "gateway.log") as server:
