@@ -90,7 +90,13 @@ async def solve_with_events(
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.create_task(runtime.solve(params, image, queue.put_nowait))
-    task.add_done_callback(lambda _: queue.put_nowait(_DONE))  # after every event the search emitted
+
+    def finished(done: asyncio.Task[SolveResponse]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved here (re-raised below by result()), never "exception was never retrieved"
+        queue.put_nowait(_DONE)  # after every event the search emitted
+
+    task.add_done_callback(finished)
     try:
         while True:
             try:
