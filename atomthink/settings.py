@@ -52,11 +52,29 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(600.0, gt=0)
     """Hard ceiling on one solve, whatever deadline the client asks for."""
 
+    # --- API keys and quotas ------------------------------------------------------------------------
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """API keys by name, e.g. ``ATOMTHINK_API_KEYS='{"alice": "sk-..."}'``. With no key here or in
+    ``api_keys_file`` the gateway is open (the embedded demo); with any, every protected route needs
+    ``Authorization: Bearer <key>``. Only SHA-256 hashes are kept in memory; keys are never logged."""
+    api_keys_file: Path | None = None
+    """File of API keys, one ``NAME KEY`` or ``NAME sha256:HEX`` (the key's SHA-256, so the file need not hold
+    the key) per line; ``#`` starts a comment. Added to ``api_keys``."""
+    metrics_require_key: bool = False
+    """``/metrics`` needs an API key too (when keys are configured); off, it stays open for Prometheus."""
+    quota_max_concurrent: int = Field(0, ge=0)
+    """Requests one API key may have running at once, across every gateway on the same Redis (0: no limit)."""
+    quota_candidates_per_minute: int = Field(0, ge=0)
+    """Compute one API key may ask for per rolling minute, counted in candidates per step (beam:
+    ``beam_width x candidates``; best-of-N and votes: ``candidates``; quick, cot, direct: 1), across every
+    gateway on the same Redis (0: no limit)."""
+
     # --- Queue between gateway and workers --------------------------------------------------------
     queue: Literal["memory", "redis"] = "memory"
     """``memory``: workers run in the gateway process. ``redis``: jobs go through Redis Streams."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis used when ``queue`` is ``redis``."""
+    """Redis used when ``queue`` is ``redis``: ``redis://[:PASSWORD@]HOST:PORT/DB``, or ``rediss://`` for TLS
+    (``?ssl_ca_certs=/path/ca.pem`` to trust a private CA)."""
     key_prefix: str = "atomthink"
     """Prefix of every Redis key this deployment writes."""
     job_timeout_s: float = Field(120.0, gt=0)

@@ -12,9 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.queue import metrics as queue_metrics
+from service.api.auth import AuthDep, check_request
 from service.api.parsing import read_solve_request
+from service.quotas import QuotaGate, solve_cost
 from service.runtime import Runtime
-from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
+from service.schemas import AggregationName, ErrorResponse, Mode, SolveParams, SolveResponse, Strategy
 
 router = APIRouter()
 
@@ -59,27 +61,45 @@ _SOLVE_BODY: dict[str, Any] = {
     }
 }
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)
+}
+
+
+def get_quotas(request: Request) -> QuotaGate:
+    quotas: QuotaGate = request.app.state.quotas
+    return quotas
+
+
+QuotasDep = Annotated[QuotaGate, Depends(get_quotas)]
 
 
 @router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses=_ERRORS)
-async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse:
+async def solve(request: Request, runtime: RuntimeDep, principal: AuthDep, quotas: QuotasDep) -> SolveResponse:
     """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields."""
     admission: asyncio.Semaphore = request.app.state.admission
     if admission.locked():
         raise Overloaded(f"{runtime.settings.max_in_flight} requests already in flight", retry_after_s=1)
     async with admission:
         params, image = await read_solve_request(request, runtime.settings)
-        task = asyncio.create_task(runtime.solve(params, image))
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
-        try:
-            return await task
-        finally:
-            watcher.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async with quotas.admit(principal, solve_cost(params)):
+            return await _solve_until_disconnect(request, runtime, params, image)
+
+
+async def _solve_until_disconnect(
+    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
+) -> SolveResponse:
+    """Run the solve; a client that disconnects cancels it."""
+    task = asyncio.create_task(runtime.solve(params, image))
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
@@ -111,7 +131,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Prometheus text; behind the API key only when ``metrics_require_key`` is set."""
+    if runtime.settings.metrics_require_key:
+        check_request(request.app.state.keys, request)
     with contextlib.suppress(BackendUnavailable):  # queue gauges keep their last value while the queue is down
         for role, stats in (await runtime.client.queue_stats()).items():
             queue_metrics.DEPTH.labels(role).set(stats.waiting)
