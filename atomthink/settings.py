@@ -92,7 +92,10 @@ class Settings(BaseSettings):
 
     # --- Workers ------------------------------------------------------------------------------------
     metrics_port: int = Field(9400, ge=0, le=65535)
-    """Port of a worker process's Prometheus endpoint (0 disables it; the gateway serves ``/metrics`` itself)."""
+    """Port of a worker process's Prometheus endpoint (0 disables it; the gateway serves ``/metrics`` itself).
+    When it is taken (several workers on one host) the worker takes the next free port and logs it."""
+    metrics_port_tries: int = Field(16, ge=1, le=1024)
+    """Ports tried from ``metrics_port`` upwards before a worker gives up with one line and exit status 1."""
     policy_batch_size: int = Field(16, ge=1)
     """Most policy jobs (from any requests) a policy worker runs in one model call."""
     policy_max_wait_ms: float = Field(5.0, ge=0)
