@@ -18,6 +18,7 @@ from atomthink.settings import Settings
 from service.orchestrator.solver import Solver
 from service.schemas import SolveParams, SolveResponse
 from workers.backends.base import PolicyBackend, StepScorer
+from workers.backends.context import FirstPromptCheck
 from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.worker import PolicyWorker, PrmWorker
 
@@ -92,9 +93,13 @@ async def build_runtime(
             prm = await asyncio.to_thread(load_prm, settings)
             owned.append(prm)
         workers = [make_policy_worker(queue, policy, settings), make_prm_worker(queue, prm, settings)]
+    if with_workers:
+        limits = FirstPromptCheck.from_backends(policy, prm)
+    else:
+        limits = await asyncio.to_thread(FirstPromptCheck.from_settings, settings)
     tasks = [asyncio.create_task(worker.run(), name=worker.worker_id) for worker in workers]
     try:
-        yield Runtime(settings, queue, Solver(queue, settings), policy, prm, workers)
+        yield Runtime(settings, queue, Solver(queue, settings, limits=limits), policy, prm, workers)
     finally:
         for worker in workers:
             worker.stop()
