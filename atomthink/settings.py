@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     """Redis: deliveries of one job before it goes to the dead-letter stream and its request fails."""
     image_ttl_s: int = Field(3600, ge=1)
     """Redis: how long a request's image stays stored under its content hash."""
+    cancel_ttl_s: int = Field(3600, ge=1)
+    """Redis: how long the cancel marker of a request that ended with jobs outstanding (deadline, disconnect,
+    failure) stays, so workers skip those jobs; longer than a job may wait in the queue."""
     heartbeat_ttl_s: float = Field(10.0, gt=0)
     """A worker whose last heartbeat is older than this counts as dead in ``/readyz``."""
 

@@ -34,6 +34,7 @@ def make_queue(settings: Settings) -> InMemoryStepQueue | RedisStepQueue:
             visibility_timeout_s=settings.visibility_timeout_s,
             max_deliveries=settings.max_deliveries,
             image_ttl_s=settings.image_ttl_s,
+            cancel_ttl_s=settings.cancel_ttl_s,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
         )
     return InMemoryStepQueue(max_queued=settings.max_queue_length, heartbeat_ttl_s=settings.heartbeat_ttl_s)

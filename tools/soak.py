@@ -9,7 +9,9 @@ and started again on the same port. Prints:
 - requests answered / refused with a typed error (by code) / lost (no answer within the client deadline, a
   transport error, or a body that is not the typed error shape);
 - resident memory of each process after warm-up and at the end (a restarted worker: after its own warm-up);
-- Redis key count idle (before the load) and after the load, once TTLs ran out.
+- Redis key count idle (after one warm-up request, once its TTLs ran out) and after the load, once the TTLs of
+  what the load left (images, cancel markers, quota windows) ran out; exit status 1 if any request was lost or the
+  count does not come back to idle.
 
     python tools/soak.py --minutes 10
 """
@@ -84,6 +86,7 @@ class MemoryTrack:
     started: float
     warm: int | None = None
     last: int | None = None
+    killed: bool = False
 
 
 class Cluster:
@@ -147,6 +150,33 @@ class Cluster:
         finally:
             client.close()
 
+    def keys_of(self, kinds: set[str], limit: int = 5) -> list[str]:
+        """Some keys of the given kinds with their TTL (what is left over, for the report)."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            found = []
+            for key in client.scan_iter(count=1000):
+                name = key.decode()
+                if name.split(":")[1] in kinds and len(found) < limit:
+                    found.append(f"{name} (ttl {client.ttl(key)} s)")
+            return found
+        finally:
+            client.close()
+
+
+TRANSIENT = {"image", "cancelled", "quota"}
+"""Key kinds that a request leaves with a TTL; idle means none of them is left."""
+
+
+async def settle(cluster: Cluster, limit_s: float) -> tuple[int, collections.Counter[str], float]:
+    """Wait (at most ``limit_s``) until no transient key is left; the key count then, and how long it took."""
+    started = time.monotonic()
+    count, kinds = cluster.redis_keys()
+    while set(kinds) & TRANSIENT and time.monotonic() < started + limit_s:
+        await asyncio.sleep(2)  # noqa: ASYNC110 (polling another process's Redis)
+        count, kinds = cluster.redis_keys()
+    return count, kinds, time.monotonic() - started
+
 
 async def client_loop(url: str, tally: Tally, stop_at: float, deadline_ms: int, rng: random.Random) -> None:
     async with httpx.AsyncClient(timeout=deadline_ms / 1000 + 30) as client:
@@ -193,6 +223,7 @@ async def faults(cluster: Cluster, duration_s: float, started: float, log: list[
         await at(fraction)
         victim = cluster.policy[index]
         victim.kill()
+        next(t for t in cluster.tracks if t.pid == victim.process.pid).killed = True
         log.append(f"{time.monotonic() - started:6.0f} s  SIGKILL policy worker pid {victim.process.pid}")
         await asyncio.sleep(10)
         cluster.policy[index] = cluster.worker("policy")
@@ -219,6 +250,7 @@ async def soak(args: argparse.Namespace) -> int:
         "ATOMTHINK_HEARTBEAT_TTL_S": "5",
         "ATOMTHINK_JOB_TIMEOUT_S": "60",
         "ATOMTHINK_IMAGE_TTL_S": str(args.image_ttl_s),
+        "ATOMTHINK_CANCEL_TTL_S": str(args.cancel_ttl_s),
         "ATOMTHINK_MAX_STEP_TOKENS": "48",
         "ATOMTHINK_MAX_ANSWER_TOKENS": "256",
     }
@@ -227,7 +259,13 @@ async def soak(args: argparse.Namespace) -> int:
     cluster.start()
     assert cluster.gateway is not None
     try:
-        idle_keys, idle_kinds = cluster.redis_keys()
+        # idle: the cluster after one served request (the gateway's reply stream exists from then on), its TTLs run
+        async with httpx.AsyncClient(timeout=120) as client:
+            warm = await client.post(f"{cluster.gateway.url}/solve", data={"question": QUESTION, "mode": "quick"},
+                                     files={"image": ("figure.png", FIGURE, "image/png")},
+                                     headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+            warm.raise_for_status()
+        idle_keys, idle_kinds, _ = await settle(cluster, args.drain_s)
         duration_s = args.minutes * 60
         started = time.monotonic()
         tally, fault_log = Tally(), []
@@ -244,12 +282,9 @@ async def soak(args: argparse.Namespace) -> int:
 
         await asyncio.gather(*clients, faults(cluster, duration_s, started, fault_log), sampler())
         cluster.sample_memory(args.warmup_s)
-        drain_started = time.monotonic()
-        after_keys, after_kinds = cluster.redis_keys()
-        while after_keys > idle_keys and time.monotonic() < drain_started + args.drain_s:
-            await asyncio.sleep(2)  # noqa: ASYNC110 (polling another process's Redis)
-            after_keys, after_kinds = cluster.redis_keys()
-        drained_s = time.monotonic() - drain_started
+        load_keys, load_kinds = cluster.redis_keys()
+        after_keys, after_kinds, drained_s = await settle(cluster, args.drain_s)
+        leftovers = cluster.keys_of(set(after_kinds) & TRANSIENT)
     finally:
         cluster.stop()
 
@@ -262,17 +297,24 @@ async def soak(args: argparse.Namespace) -> int:
     print(f"lost:      {len(tally.lost)}  {collections.Counter(tally.lost).most_common(5)}")
     print(f"latency p50 {latencies[len(latencies) // 2]:.1f} s, p99 {latencies[int(len(latencies) * 0.99)]:.1f} s, "
           f"max {latencies[-1]:.1f} s")  # fmt: skip
-    print("\nresident memory (MiB): after warm-up -> at end")
+    print("\nresident memory (MiB): after warm-up -> at end (or at its kill)")
+    growth = []
     for track in cluster.tracks:
         if track.warm is None or track.last is None:
             print(f"  {track.name:<16} pid {track.pid:<8} (ran under the warm-up time)")
             continue
         change = (track.last - track.warm) / track.warm * 100
+        if not track.killed:
+            growth.append(change)
         print(f"  {track.name:<16} pid {track.pid:<8} {track.warm / 1024:7.1f} -> {track.last / 1024:7.1f}  "
-              f"({change:+.1f}%)")  # fmt: skip
-    print(f"\nRedis keys: idle {idle_keys} {dict(idle_kinds)}; after the load {after_keys} {dict(after_kinds)} "
-          f"(after {drained_s:.0f} s of drain)")  # fmt: skip
-    return 1 if tally.lost else 0
+              f"({change:+.1f}%){'  killed' if track.killed else ''}")  # fmt: skip
+    print(f"  largest change of a process alive at the end: {max(growth, default=0.0):+.1f}%")
+    print(f"\nRedis keys: idle {idle_keys} {dict(idle_kinds)}")
+    print(f"  when the load stopped {load_keys} {dict(load_kinds)}")
+    print(f"  after the load {after_keys} {dict(after_kinds)} ({drained_s:.0f} s later)")
+    for key in leftovers:
+        print(f"  left: {key}")
+    return 1 if tally.lost or after_keys != idle_keys else 0
 
 
 def main() -> None:
@@ -282,7 +324,8 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=int, default=20_000, help="each request's deadline_ms")
     parser.add_argument("--warmup-s", type=float, default=60.0, help="RSS is taken this long after a process starts")
     parser.add_argument("--image-ttl-s", type=int, default=30, help="image TTL in Redis (default 30 s for the soak)")
-    parser.add_argument("--drain-s", type=float, default=120.0, help="most time to wait for keys to expire")
+    parser.add_argument("--cancel-ttl-s", type=int, default=90, help="cancel-marker TTL (default 90 s for the soak)")
+    parser.add_argument("--drain-s", type=float, default=150.0, help="most time to wait for keys to expire")
     parser.add_argument("--seed", type=int, default=0)
     sys.exit(asyncio.run(soak(parser.parse_args())))
 

@@ -98,6 +98,7 @@ class RedisStepQueue:
         visibility_timeout_s: float = 30.0,
         max_deliveries: int = 3,
         image_ttl_s: int = 3600,
+        cancel_ttl_s: int = CANCEL_TTL_S,
         heartbeat_ttl_s: float = 10.0,
     ) -> None:
         # typed as Any: redis-py annotates every reply as the union of all RESP shapes. Pooled connections die with
@@ -115,6 +116,7 @@ class RedisStepQueue:
         self.visibility_ms = int(visibility_timeout_s * 1000)
         self.max_deliveries = max_deliveries
         self.image_ttl_s = image_ttl_s
+        self.cancel_ttl_s = cancel_ttl_s
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.gateway_id = uuid.uuid4().hex[:12]
         self._reply_stream = self.keys.reply_stream(self.gateway_id)
@@ -193,7 +195,7 @@ class RedisStepQueue:
 
     async def cancel(self, request_id: str) -> None:
         with contextlib.suppress(RedisError):
-            await self.redis.set(self.keys.cancelled(request_id), b"1", ex=CANCEL_TTL_S)
+            await self.redis.set(self.keys.cancelled(request_id), b"1", ex=self.cancel_ttl_s)
 
     @_unavailable_on_redis_error
     async def put_image(self, data: bytes) -> str:

@@ -114,9 +114,11 @@ class Solver:
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)
         truncated = False
+        completed = False
         try:
             async with asyncio.timeout(budget_s):
                 outcome = await self._run_strategy(params, expander, tree, config)
+            completed = True
         except TimeoutError:
             truncated = True
             outcome = _best_so_far(tree, config)
@@ -126,7 +128,8 @@ class Solver:
             truncated = True  # the history outgrew a context window: stop with the best path so far
             outcome = _best_so_far(tree, config)
         finally:
-            await self.client.cancel(request_id)
+            if not completed:  # a finished strategy awaited every job it sent: nothing is left to cancel
+                await self.client.cancel(request_id)
         metrics.GENERATED_TOKENS.labels(params.mode).inc(expander.stats.generated_tokens)
         metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
         return _response(request_id, params, outcome, tree, expander, truncated, started)
