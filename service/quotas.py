@@ -16,11 +16,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from atomthink.errors import BackendUnavailable, QuotaExceeded
 from atomthink.queue.keys import QueueKeys
+from atomthink.queue.redis_streams import connect
 from atomthink.settings import Settings
 from service import metrics
 from service.api.auth import Principal
@@ -167,7 +167,7 @@ class RedisQuotas:
     def __init__(self, settings: Settings) -> None:
         self.limits = _Limits(settings)
         self.keys = QueueKeys(settings.key_prefix)
-        self.redis: Any = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis: Any = connect(settings.redis_url)  # reconnects after a Redis restart, as the queue does
         self._script = self.redis.register_script(_ADMIT)
 
     @contextlib.asynccontextmanager
