@@ -141,3 +141,11 @@ def test_compute_quota_counts_candidates_across_gateways(redis_prefix: str, tmp_
         # a refused request spends nothing: bob can still ask for his 10
         ok = httpx.post(f"{a.url}/solve", json={**slow, "candidates": 10}, headers=_bearer("bob-key-2"), timeout=30)
         assert ok.status_code == 200
+
+
+def test_metrics_behind_the_key_when_asked(redis_prefix: str, tmp_path: Path) -> None:
+    with _gateway(redis_prefix, tmp_path, "a", ATOMTHINK_METRICS_REQUIRE_KEY="true") as gateway:
+        _assert_unauthorized(httpx.get(f"{gateway.url}/metrics", timeout=10))
+        allowed = httpx.get(f"{gateway.url}/metrics", headers=_bearer("bob-key-2"), timeout=10)
+        assert allowed.status_code == 200 and "atomthink_key_requests_total" in allowed.text
+        assert httpx.get(f"{gateway.url}/healthz", timeout=10).status_code == 200
