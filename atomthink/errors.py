@@ -84,3 +84,23 @@ class JobTimeout(BackendUnavailable):
     """No worker answered a job within the job timeout."""
 
     code = "job_timeout"
+
+
+class ContextTooLong(InvalidRequest):
+    """The prompt with its token budget does not fit the policy's or the PRM's context window."""
+
+    status_code = 400
+    code = "context_length_exceeded"
+
+
+class Unauthorized(AtomThinkError):
+    """No API key, or one that is not configured; the same answer for both, so a probe learns nothing."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class QuotaExceeded(Overloaded):
+    """The API key is over its concurrency or compute quota; retry after ``retry_after_s``."""
+
+    code = "quota_exceeded"

@@ -38,6 +38,9 @@ class SamplingParams(BaseModel):
     top_p: float = Field(0.9, gt=0, le=1)
     top_k: int = Field(50, ge=0)
     max_new_tokens: int = Field(96, ge=1)
+    min_new_tokens: int | None = Field(None, ge=1)
+    """Least room the job needs: a worker cuts ``max_new_tokens`` to its context window's room down to this, and
+    refuses the job (``context_length_exceeded``) below it. None: all of ``max_new_tokens`` (atomic steps)."""
     seed: int = Field(0, ge=0)
     """Candidate ``i`` samples with its own generator seeded from (seed, i): results do not depend on batching."""
 

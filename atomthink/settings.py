@@ -61,12 +61,29 @@ class Settings(BaseSettings):
     """Hosts whose http(s) image URLs ``/v1/chat/completions`` may fetch; empty: data URLs only (no server fetch)."""
     image_url_timeout_s: float = Field(10.0, gt=0)
     """Time limit for fetching one allowed image URL."""
+    # --- API keys and quotas ------------------------------------------------------------------------
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    """API keys by name, e.g. ``ATOMTHINK_API_KEYS='{"alice": "sk-..."}'``. With no key here or in
+    ``api_keys_file`` the gateway is open (the embedded demo); with any, every protected route needs
+    ``Authorization: Bearer <key>``. Only SHA-256 hashes are kept in memory; keys are never logged."""
+    api_keys_file: Path | None = None
+    """File of API keys, one ``NAME KEY`` or ``NAME sha256:HEX`` (the key's SHA-256, so the file need not hold
+    the key) per line; ``#`` starts a comment. Added to ``api_keys``."""
+    metrics_require_key: bool = False
+    """``/metrics`` needs an API key too (when keys are configured); off, it stays open for Prometheus."""
+    quota_max_concurrent: int = Field(0, ge=0)
+    """Requests one API key may have running at once, across every gateway on the same Redis (0: no limit)."""
+    quota_candidates_per_minute: int = Field(0, ge=0)
+    """Compute one API key may ask for per rolling minute, counted in candidates per step (beam:
+    ``beam_width x candidates``; best-of-N and votes: ``candidates``; quick, cot, direct: 1), across every
+    gateway on the same Redis (0: no limit)."""
 
     # --- Queue between gateway and workers --------------------------------------------------------
     queue: Literal["memory", "redis"] = "memory"
     """``memory``: workers run in the gateway process. ``redis``: jobs go through Redis Streams."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis used when ``queue`` is ``redis``."""
+    """Redis used when ``queue`` is ``redis``: ``redis://[:PASSWORD@]HOST:PORT/DB``, or ``rediss://`` for TLS
+    (``?ssl_ca_certs=/path/ca.pem`` to trust a private CA)."""
     key_prefix: str = "atomthink"
     """Prefix of every Redis key this deployment writes."""
     job_timeout_s: float = Field(120.0, gt=0)
@@ -79,12 +96,18 @@ class Settings(BaseSettings):
     """Redis: deliveries of one job before it goes to the dead-letter stream and its request fails."""
     image_ttl_s: int = Field(3600, ge=1)
     """Redis: how long a request's image stays stored under its content hash."""
+    cancel_ttl_s: int = Field(3600, ge=1)
+    """Redis: how long the cancel marker of a request that ended with jobs outstanding (deadline, disconnect,
+    failure) stays, so workers skip those jobs; longer than a job may wait in the queue."""
     heartbeat_ttl_s: float = Field(10.0, gt=0)
     """A worker whose last heartbeat is older than this counts as dead in ``/readyz``."""
 
     # --- Workers ------------------------------------------------------------------------------------
     metrics_port: int = Field(9400, ge=0, le=65535)
-    """Port of a worker process's Prometheus endpoint (0 disables it; the gateway serves ``/metrics`` itself)."""
+    """Port of a worker process's Prometheus endpoint (0 disables it; the gateway serves ``/metrics`` itself).
+    When it is taken (several workers on one host) the worker takes the next free port and logs it."""
+    metrics_port_tries: int = Field(16, ge=1, le=1024)
+    """Ports tried from ``metrics_port`` upwards before a worker gives up with one line and exit status 1."""
     policy_batch_size: int = Field(16, ge=1)
     """Most policy jobs (from any requests) a policy worker runs in one model call."""
     policy_max_wait_ms: float = Field(5.0, ge=0)

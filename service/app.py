@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -13,14 +14,18 @@ from pydantic.json_schema import models_json_schema
 
 from atomthink import __version__
 from atomthink.settings import Settings
+from service.api.auth import KeyRing
 from service.api.errors import install_error_handlers
 from service.api.openai_routes import OPENAI_SCHEMAS
 from service.api.openai_routes import router as openai_router
 from service.api.routes import router
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
+from service.quotas import make_quotas
 from service.runtime import Runtime, embedded_runtime
 from service.schemas import SolveJsonRequest
 from service.web import router as web_router
+
+log = logging.getLogger(__name__)
 
 RuntimeFactory = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
 
@@ -28,13 +33,20 @@ RuntimeFactory = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
 def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory | None = None) -> FastAPI:
     settings = settings or Settings()
     factory = runtime_factory or embedded_runtime
+    keys = KeyRing.from_settings(settings)  # a bad key file stops the start, before any model loads
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keys = keys
+        log.info("API keys %s", f"on ({len(keys.names)} keys: {', '.join(keys.names)})" if keys.enabled else "off")
         async with factory(settings) as runtime:
             app.state.runtime = runtime
             app.state.admission = asyncio.Semaphore(settings.max_in_flight)
-            yield
+            app.state.quotas = make_quotas(settings)
+            try:
+                yield
+            finally:
+                await app.state.quotas.close()
 
     app = FastAPI(
         title="AtomThink Serve",

@@ -47,6 +47,14 @@ EXPANDED_NODES = Histogram(
 )
 IN_FLIGHT = Gauge("atomthink_in_flight_requests", "Solve requests being served")
 REJECTED = Counter("atomthink_rejected_requests_total", "Requests refused before solving", ["reason"])
+KEY_REQUESTS = Counter("atomthink_key_requests_total", "Requests admitted, by API key name (never the key)", ["key"])
+KEY_CANDIDATES = Counter(
+    "atomthink_key_candidates_total", "Candidates per step asked for by admitted requests, by API key name", ["key"]
+)
+KEY_RUNNING = Gauge("atomthink_key_running_requests", "Requests running in this gateway, by API key name", ["key"])
+QUOTA_REJECTIONS = Counter(
+    "atomthink_quota_rejections_total", "Requests refused by a quota, by API key name and quota", ["key", "quota"]
+)
 
 
 def candidate_bucket(candidates: int) -> str:
@@ -62,7 +70,16 @@ MODE_STRATEGIES = [(mode, "none") for mode in get_args(Mode) if mode != "slow"] 
 def _export_zeros() -> None:
     """Create every fixed-label series at start-up, so Prometheus scrapes a zero before the first event and rate()
     panels see the first solve as an increase (a series born with its first observation shows none)."""
-    for reason in ("invalid_request", "invalid_image", "image_too_large", "unsupported_media_type", "overloaded"):
+    for reason in (
+        "invalid_request",
+        "invalid_image",
+        "image_too_large",
+        "unsupported_media_type",
+        "overloaded",
+        "unauthorized",
+        "quota_exceeded",
+        "context_length_exceeded",
+    ):
         REJECTED.labels(reason)
     for role in ("policy", "prm"):
         for histogram in (JOB_LATENCY, QUEUE_WAIT, JOB_BATCH_SIZE):

@@ -19,6 +19,7 @@ from service.events import EventSink
 from service.orchestrator.solver import Solver
 from service.schemas import SolveParams, SolveResponse
 from workers.backends.base import PolicyBackend, StepScorer
+from workers.backends.context import FirstPromptCheck
 from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.worker import PolicyWorker, PrmWorker
 
@@ -34,6 +35,7 @@ def make_queue(settings: Settings) -> InMemoryStepQueue | RedisStepQueue:
             visibility_timeout_s=settings.visibility_timeout_s,
             max_deliveries=settings.max_deliveries,
             image_ttl_s=settings.image_ttl_s,
+            cancel_ttl_s=settings.cancel_ttl_s,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
         )
     return InMemoryStepQueue(max_queued=settings.max_queue_length, heartbeat_ttl_s=settings.heartbeat_ttl_s)
@@ -95,9 +97,13 @@ async def build_runtime(
             prm = await asyncio.to_thread(load_prm, settings)
             owned.append(prm)
         workers = [make_policy_worker(queue, policy, settings), make_prm_worker(queue, prm, settings)]
+    if with_workers:
+        limits = FirstPromptCheck.from_backends(policy, prm)
+    else:
+        limits = await asyncio.to_thread(FirstPromptCheck.from_settings, settings)
     tasks = [asyncio.create_task(worker.run(), name=worker.worker_id) for worker in workers]
     try:
-        yield Runtime(settings, queue, Solver(queue, settings), policy, prm, workers)
+        yield Runtime(settings, queue, Solver(queue, settings, limits=limits), policy, prm, workers)
     finally:
         for worker in workers:
             worker.stop()

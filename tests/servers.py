@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,42 +91,49 @@ class ServerProcess:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free port that a test may stop and start again (same port)."""
+    """A private ``redis-server`` on a free port that a test may stop and start again (same port).
 
-    def __init__(self, workdir: Path) -> None:
+    With ``password`` it requires AUTH; with ``tls`` (a directory holding ``ca.pem``, ``server.pem`` and
+    ``server.key``) it speaks TLS only, and ``url`` is the ``rediss://`` URL that trusts that CA.
+    """
+
+    def __init__(self, workdir: Path, *, password: str | None = None, tls: Path | None = None) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = workdir
+        self.password = password
+        self.tls = tls
+        auth = f":{password}@" if password else ""
+        if tls is None:
+            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        else:
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={tls / 'ca.pem'}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no",
+                     "--tls-cert-file", str(self.tls / "server.pem"), "--tls-key-file", str(self.tls / "server.key"),
+                     "--tls-ca-cert-file", str(self.tls / "ca.pem")]  # fmt: skip
         self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
+                if client.ping():
+                    return
+            except redis.RedisError:
                 time.sleep(0.05)
+            finally:
+                client.close()
         raise TimeoutError("redis-server did not start")
 
     def stop(self) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import start_http_server
 
@@ -17,6 +19,34 @@ from workers.worker import PolicyWorker, PrmWorker
 log = logging.getLogger(__name__)
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with its password (``redis://:secret@host``) masked, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
+def serve_metrics(first_port: int, tries: int) -> int:
+    """Start the Prometheus endpoint on ``first_port`` or, when taken (several workers on one host), the next free
+    one of ``tries`` ports; none free: exit with one line naming the ports and the flag."""
+    for port in range(first_port, min(first_port + tries, 65536)):
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        if port != first_port:
+            log.warning("metrics port %d is taken: using %d", first_port, port)
+        return port
+    last = min(first_port + tries, 65536) - 1
+    raise SystemExit(
+        f"atomthink worker: metrics ports {first_port}-{last} are all taken; pass --metrics-port PORT (0: off)"
+    )
+
+
 async def run_worker(role: Role, settings: Settings) -> None:
     """Serve jobs of ``role`` until SIGTERM or SIGINT; the batch in flight is finished and answered first."""
     if settings.queue != "redis":
@@ -25,6 +55,9 @@ async def run_worker(role: Role, settings: Settings) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
+    if settings.metrics_port:
+        port = serve_metrics(settings.metrics_port, settings.metrics_port_tries)
+        log.info("%s worker metrics on http://0.0.0.0:%d/metrics", role, port)
     queue = make_queue(settings)
     worker: PolicyWorker | PrmWorker
     backend: object
@@ -37,9 +70,7 @@ async def run_worker(role: Role, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-    log.info("%s worker %s serving %s", role, worker.worker_id, settings.redis_url)
+    log.info("%s worker %s serving %s", role, worker.worker_id, redacted_url(settings.redis_url))
     try:
         await worker.run()
     finally:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from atomthink.errors import BackendUnavailable
+from atomthink.errors import BackendUnavailable, ContextTooLong
 from atomthink.protocol import (
     Candidate,
     Job,
@@ -26,7 +26,14 @@ from atomthink.protocol import (
 )
 from atomthink.queue.base import JobSource
 from workers import metrics
-from workers.backends.base import GenerationRequest, PolicyBackend, ScoreRequest, StepScorer
+from workers.backends.base import (
+    GenerationRequest,
+    PolicyBackend,
+    ScoreRequest,
+    StepScorer,
+    WindowedPolicy,
+    WindowedScorer,
+)
 from workers.image_cache import DecodedImageCache
 
 log = logging.getLogger(__name__)
@@ -161,8 +168,15 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
                 error = JobError(code="image_missing", message=str(exc), recoverable=False)
                 results[job.job_id] = self.failure(job, error)
                 continue
+            request = GenerationRequest(job.kind, job.question, job.steps, image, job.sampling)
+            try:
+                if isinstance(self.backend, WindowedPolicy):
+                    request = self.backend.fit(request)  # history grows every step: never a position past the window
+            except ContextTooLong as exc:
+                results[job.job_id] = self.failure(job, _context_error(self.role, exc))
+                continue
             runnable.append(job)
-            requests.append(GenerationRequest(job.kind, job.question, job.steps, image, job.sampling))
+            requests.append(request)
         if requests:
             metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in runnable))
             outputs: list[list[Candidate]] = await asyncio.to_thread(self.backend.generate, requests)
@@ -183,13 +197,31 @@ class PrmWorker(_BatchWorker[PrmJob]):
         self.scorer = scorer
 
     async def run_batch(self, jobs: Sequence[PrmJob]) -> list[Result]:
-        requests = [ScoreRequest(job.question, job.paths) for job in jobs]
-        metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in jobs))
-        scores = await asyncio.to_thread(self.scorer.score, requests)
-        return [
-            PrmResult(job_id=job.job_id, request_id=job.request_id, scores=s)
-            for job, s in zip(jobs, scores, strict=True)
-        ]
+        results: dict[str, Result] = {}
+        runnable: list[PrmJob] = []
+        requests: list[ScoreRequest] = []
+        for job in jobs:
+            request = ScoreRequest(job.question, job.paths)
+            try:
+                if isinstance(self.scorer, WindowedScorer):
+                    self.scorer.fit(request)
+            except ContextTooLong as exc:
+                results[job.job_id] = self.failure(job, _context_error(self.role, exc))
+                continue
+            runnable.append(job)
+            requests.append(request)
+        if requests:
+            metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in runnable))
+            scores = await asyncio.to_thread(self.scorer.score, requests)
+            for job, s in zip(runnable, scores, strict=True):
+                results[job.job_id] = PrmResult(job_id=job.job_id, request_id=job.request_id, scores=s)
+        return [results[job.job_id] for job in jobs]
 
     def failure(self, job: PrmJob, error: JobError) -> Result:
         return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
+
+
+def _context_error(role: Role, exc: ContextTooLong) -> JobError:
+    """A job that cannot fit the model's window: a typed, non-recoverable failure (no retry, no redelivery)."""
+    metrics.CONTEXT_REFUSALS.labels(role).inc()
+    return JobError(code=exc.code, message=exc.message, recoverable=False)

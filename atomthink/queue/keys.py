@@ -39,3 +39,11 @@ class QueueKeys:
     def workers(self, role: Role) -> str:
         """Sorted set of worker ids scored by their last heartbeat (unix seconds)."""
         return f"{self.prefix}:workers:{role}"
+
+    def quota_running(self, key_name: str) -> str:
+        """Sorted set of one API key's running requests, scored by their lease's expiry (unix ms)."""
+        return f"{self.prefix}:quota:running:{key_name}"
+
+    def quota_spent(self, key_name: str) -> str:
+        """Sorted set of one API key's admitted requests ``lease:cost``, scored by admission time (unix ms)."""
+        return f"{self.prefix}:quota:spent:{key_name}"

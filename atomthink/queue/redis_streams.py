@@ -86,6 +86,22 @@ def _failed_result(job: Job, error: JobError) -> Result:
     return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
 
 
+def connect(url: str) -> Any:
+    """A client for ``url`` (``redis://`` or ``rediss://``, password and TLS options in the URL).
+
+    Typed as Any: redis-py annotates every reply as the union of all RESP shapes. Pooled connections die with a
+    Redis restart: retrying on connection errors reconnects them instead of failing a request per socket.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
 class RedisStepQueue:
     """Satisfies ``JobClient`` (gateway side) and ``JobSource`` (worker side) over one Redis connection pool."""
 
@@ -98,23 +114,16 @@ class RedisStepQueue:
         visibility_timeout_s: float = 30.0,
         max_deliveries: int = 3,
         image_ttl_s: int = 3600,
+        cancel_ttl_s: int = CANCEL_TTL_S,
         heartbeat_ttl_s: float = 10.0,
     ) -> None:
-        # typed as Any: redis-py annotates every reply as the union of all RESP shapes. Pooled connections die with
-        # a Redis restart: retrying on connection errors reconnects them instead of failing a request per socket.
-        self.redis: Any = redis.Redis.from_url(
-            url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        self.redis: Any = connect(url)
         self.keys = QueueKeys(prefix)
         self.max_queue_length = max_queue_length
         self.visibility_ms = int(visibility_timeout_s * 1000)
         self.max_deliveries = max_deliveries
         self.image_ttl_s = image_ttl_s
+        self.cancel_ttl_s = cancel_ttl_s
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.gateway_id = uuid.uuid4().hex[:12]
         self._reply_stream = self.keys.reply_stream(self.gateway_id)
@@ -193,7 +202,7 @@ class RedisStepQueue:
 
     async def cancel(self, request_id: str) -> None:
         with contextlib.suppress(RedisError):
-            await self.redis.set(self.keys.cancelled(request_id), b"1", ex=CANCEL_TTL_S)
+            await self.redis.set(self.keys.cancelled(request_id), b"1", ex=self.cancel_ttl_s)
 
     @_unavailable_on_redis_error
     async def put_image(self, data: bytes) -> str:

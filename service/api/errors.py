@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from atomthink.errors import AtomThinkError, InvalidRequest, Overloaded
+from atomthink.errors import AtomThinkError, InvalidRequest, Overloaded, Unauthorized
 from service import metrics
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(exc.status_code, exc.code, exc.message, exc.field)
         if isinstance(exc, Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
     @app.exception_handler(RequestValidationError)

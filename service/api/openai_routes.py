@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from atomthink.errors import AtomThinkError, InvalidRequest, ModelNotFound, Overloaded
+from service.api.auth import AuthDep
 from service.api.errors import validation_to_error
 from service.api.openai_protocol import (
     ChatCompletion,
@@ -36,9 +37,11 @@ from service.api.openai_protocol import (
     finish_reason,
     usage,
 )
+from service.api.routes import QuotasDep
 from service.api.stream import EVENT_STREAM, KEEPALIVE, error_body, event_stream, solve_with_events
 from service.events import ExpansionEvent, SelectionEvent
 from service.images import image_from_url, validate_image
+from service.quotas import solve_cost
 from service.runtime import Runtime
 from service.schemas import SolveParams, SolveResponse
 
@@ -94,7 +97,7 @@ _CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "ChatCompletionChunk (reasoning deltas per accepted step, then the content), then 'data: [DONE]'.",
         "content": {EVENT_STREAM: {"schema": {"$ref": "#/components/schemas/ChatCompletionChunk"}}},
     },
-    **{code: {"model": OpenAIError} for code in (400, 404, 413, 415, 429, 503)},
+    **{code: {"model": OpenAIError} for code in (400, 401, 404, 413, 415, 429, 503)},
 }
 
 
@@ -104,13 +107,15 @@ def _runtime(request: Request) -> Runtime:
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
+async def list_models(request: Request, _principal: AuthDep) -> ModelList:
     """The one model this gateway serves (``served_model_name``)."""
     return ModelList(data=[Model(id=_runtime(request).settings.served_model_name, created=STARTED)])
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, openapi_extra=_CHAT_BODY, responses=_CHAT_RESPONSES)
-async def chat_completions(request: Request) -> ChatCompletion | StreamingResponse:
+async def chat_completions(
+    request: Request, principal: AuthDep, quotas: QuotasDep
+) -> ChatCompletion | StreamingResponse:
     """A chat completion: the last user message (text and at most one image) is the question.
 
     ``reasoning_effort`` picks the mode (none: direct, minimal: cot, low: quick, medium: slow beam, high and xhigh:
@@ -146,10 +151,14 @@ async def chat_completions(request: Request) -> ChatCompletion | StreamingRespon
     created = int(time.time())
     if chat.stream:
         include_usage = chat.stream_options is not None and chat.stream_options.include_usage
+        lease = contextlib.AsyncExitStack()  # the API key's quota share, held until the stream ends
+        await lease.enter_async_context(quotas.admit(principal, solve_cost(params)))
         return event_stream(
-            request, lambda: _chunks(runtime, params, image, chat.model, created, include_usage=include_usage)
+            request,
+            lambda: _chunks(runtime, params, image, chat.model, created, include_usage=include_usage),
+            lease.aclose,
         )
-    async with admission:
+    async with admission, quotas.admit(principal, solve_cost(params)):
         response = await _solve_until_disconnect(request, runtime, params, image)
     return completion(response, chat.model, created)
 

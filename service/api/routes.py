@@ -12,10 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.queue import metrics as queue_metrics
+from service.api.auth import AuthDep, check_request
 from service.api.parsing import read_solve_request
 from service.api.stream import STREAMED, solve_event_stream, wants_stream
+from service.quotas import QuotaGate, solve_cost
 from service.runtime import Runtime
-from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
+from service.schemas import AggregationName, ErrorResponse, Mode, SolveParams, SolveResponse, Strategy
 
 router = APIRouter()
 
@@ -61,11 +63,23 @@ _SOLVE_BODY: dict[str, Any] = {
     }
 }
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)
+}
+
+
+def get_quotas(request: Request) -> QuotaGate:
+    quotas: QuotaGate = request.app.state.quotas
+    return quotas
+
+
+QuotasDep = Annotated[QuotaGate, Depends(get_quotas)]
 
 
 @router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses={**_ERRORS, **STREAMED})
-async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse | StreamingResponse:
+async def solve(
+    request: Request, runtime: RuntimeDep, principal: AuthDep, quotas: QuotasDep
+) -> SolveResponse | StreamingResponse:
     """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields.
 
     With ``stream: true`` (or ``Accept: text/event-stream``) the answer is a stream of search events (SSE).
@@ -76,17 +90,28 @@ async def solve(request: Request, runtime: RuntimeDep) -> SolveResponse | Stream
     async with admission:
         params, image = await read_solve_request(request, runtime.settings)
         if wants_stream(request, params):
-            return solve_event_stream(request, runtime, params, image)  # holds its own admission slot
-        task = asyncio.create_task(runtime.solve(params, image))
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
-        try:
-            return await task
-        finally:
-            watcher.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # The stream outlives this handler: it holds its own admission slot and the quota lease until it ends.
+            lease = contextlib.AsyncExitStack()
+            await lease.enter_async_context(quotas.admit(principal, solve_cost(params)))
+            return solve_event_stream(request, runtime, params, image, on_close=lease.aclose)
+        async with quotas.admit(principal, solve_cost(params)):
+            return await _solve_until_disconnect(request, runtime, params, image)
+
+
+async def _solve_until_disconnect(
+    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
+) -> SolveResponse:
+    """Run the solve; a client that disconnects cancels it."""
+    task = asyncio.create_task(runtime.solve(params, image))
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
@@ -118,7 +143,10 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+async def prometheus_metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Prometheus text; behind the API key only when ``metrics_require_key`` is set."""
+    if runtime.settings.metrics_require_key:
+        check_request(request.app.state.keys, request)
     with contextlib.suppress(BackendUnavailable):  # queue gauges keep their last value while the queue is down
         for role, stats in (await runtime.client.queue_stats()).items():
             queue_metrics.DEPTH.labels(role).set(stats.waiting)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -129,13 +129,23 @@ class Admission:
             self.semaphore.release()
 
 
-def event_stream(request: Request, body: Callable[[], AsyncGenerator[str, None]]) -> StreamingResponse:
+def event_stream(
+    request: Request,
+    body: Callable[[], AsyncGenerator[str, None]],
+    on_close: Callable[[], Awaitable[object]] | None = None,
+) -> StreamingResponse:
     """An SSE response that holds an admission slot while ``body`` runs (acquired when the stream starts).
 
     A client that disconnects stops the stream; the background step then closes the generators at once (their
-    ``finally`` cancels the search) instead of leaving that to the garbage collector.
+    ``finally`` cancels the search) instead of leaving that to the garbage collector. ``on_close`` (releasing the
+    API key's quota lease) runs when the stream ends, however it ends; it must be safe to call twice.
     """
     admission = Admission(request.app.state.admission)
+
+    async def release() -> None:
+        admission.release()
+        if on_close is not None:
+            await on_close()
 
     async def guarded() -> AsyncGenerator[str, None]:
         await admission.acquire()
@@ -144,19 +154,23 @@ def event_stream(request: Request, body: Callable[[], AsyncGenerator[str, None]]
                 async for chunk in chunks:
                     yield chunk
         finally:
-            admission.release()
+            await release()
 
     chunks = guarded()
 
     async def close() -> None:
         await chunks.aclose()
-        admission.release()
+        await release()
 
     return StreamingResponse(chunks, media_type=EVENT_STREAM, headers=SSE_HEADERS, background=BackgroundTask(close))
 
 
 def solve_event_stream(
-    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
+    request: Request,
+    runtime: Runtime,
+    params: SolveParams,
+    image: bytes | None,
+    on_close: Callable[[], Awaitable[object]] | None = None,
 ) -> StreamingResponse:
     """``/solve`` streamed: search events, then ``result`` (the non-streamed body) or ``error``."""
 
@@ -174,4 +188,4 @@ def solve_event_stream(
         except Exception as exc:
             yield sse("error", error_body(exc))
 
-    return event_stream(request, body)
+    return event_stream(request, body, on_close)

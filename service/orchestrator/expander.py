@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
-from atomthink.errors import JobFailed
+from atomthink.errors import ContextTooLong, JobFailed
 from atomthink.protocol import (
     Candidate,
     PolicyJob,
@@ -112,6 +112,8 @@ class QueueExpander:
         metrics.QUEUE_WAIT.labels(role).observe(result.queue_ms / 1000)
         metrics.JOB_BATCH_SIZE.labels(role).observe(result.batch_size)
         self.stats.queue_s += result.queue_ms / 1000
+        if result.error is not None and result.error.code == ContextTooLong.code:
+            raise ContextTooLong(result.error.message, field="question")
         if result.error is not None:
             raise JobFailed(f"{result.error.code}: {result.error.message}")
         return result
@@ -127,6 +129,9 @@ class QueueExpander:
             max_new_tokens=self.sampling.max_answer_tokens
             if kind in ("direct", "cot")
             else self.sampling.max_step_tokens,
+            min_new_tokens=min(self.sampling.max_step_tokens, self.sampling.max_answer_tokens)
+            if kind in ("direct", "cot", "final")
+            else None,
             seed=self._next_seed(),
         )
         job = PolicyJob(

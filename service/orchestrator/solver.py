@@ -6,11 +6,11 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from atomthink.errors import AtomThinkError
+from atomthink.errors import AtomThinkError, ContextTooLong
 from atomthink.prompts import PromptPreset, format_question, resolve_prompt_preset
-from atomthink.protocol import new_id
+from atomthink.protocol import PromptKind, SamplingParams, new_id
 from atomthink.queue.base import JobClient
 from atomthink.settings import Settings
 from atomthink.steps import extract_answer, get_step_rules
@@ -25,15 +25,31 @@ from service.schemas import SolveParams, SolveResponse, Stats, Step, Timings, Tr
 log = logging.getLogger(__name__)
 
 
+class PromptLimits(Protocol):
+    """Checks a request's first prompt against the models' context windows before any job is sent."""
+
+    def check(self, kind: PromptKind, question: str, has_image: bool, sampling: SamplingParams, scored: bool) -> None:
+        """``ContextTooLong`` (400, naming the limit) when the prompt with its token budget cannot fit."""
+        ...
+
+
 class Solver:
     """The orchestrator's entry point; knows the queue interface, never a concrete queue or model."""
 
-    def __init__(self, client: JobClient, settings: Settings, preset: PromptPreset | None = None) -> None:
+    def __init__(
+        self,
+        client: JobClient,
+        settings: Settings,
+        preset: PromptPreset | None = None,
+        limits: PromptLimits | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.preset = preset or resolve_prompt_preset(settings.prompt_preset, settings.policy_model)
         """The policy's prompt preset: its step rules, step budget and search defaults shape every search."""
         self.rules = get_step_rules(self.preset.step_rules)
+        self.limits = limits
+        """Context windows the first prompt is checked against (None: only the workers check)."""
 
     async def solve(
         self, params: SolveParams, image: bytes | None = None, sink: EventSink | None = None
@@ -65,12 +81,15 @@ class Solver:
         started = time.perf_counter()
         request_id = new_id()
         settings = self.settings
+        question = format_question(params.question, params.choices)
+        if self.limits is not None:
+            self._check_first_prompt(params, question, image is not None)
         image_id = await self.client.put_image(image) if image is not None else None
         seed = params.seed if params.seed is not None else random.randrange(2**31 - 1)
         expander = QueueExpander(
             self.client,
             request_id=request_id,
-            question=format_question(params.question, params.choices),
+            question=question,
             image_id=image_id,
             sampling=SamplingDefaults(
                 temperature=_first(params.temperature, settings.temperature, self.preset.sampling.temperature),
@@ -99,14 +118,22 @@ class Solver:
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)
         truncated = False
+        completed = False
         try:
             async with asyncio.timeout(budget_s):
                 outcome = await self._run_strategy(params, expander, tree, config)
+            completed = True
         except TimeoutError:
             truncated = True
             outcome = _best_so_far(tree, config)
+        except ContextTooLong:
+            if not tree.nodes:  # the first prompt itself cannot fit: the request is refused (400)
+                raise
+            truncated = True  # the history outgrew a context window: stop with the best path so far
+            outcome = _best_so_far(tree, config)
         finally:
-            await self.client.cancel(request_id)
+            if not completed:  # a finished strategy awaited every job it sent: nothing is left to cancel
+                await self.client.cancel(request_id)
         metrics.GENERATED_TOKENS.labels(params.mode).inc(expander.stats.generated_tokens)
         metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
         return _response(request_id, params, outcome, tree, expander, truncated, started)
@@ -122,6 +149,15 @@ class Solver:
             "max_samples": params.max_samples if params.max_samples is not None else preset.max_samples,
             "tie_break": _first(params.tie_break, "first"),
         }
+
+    def _check_first_prompt(self, params: SolveParams, question: str, has_image: bool) -> None:
+        assert self.limits is not None
+        one_shot = params.mode in ("direct", "cot")
+        step_tokens = self.settings.max_step_tokens or self.preset.step_max_tokens
+        budget = self.settings.max_answer_tokens if one_shot else step_tokens
+        sampling = SamplingParams(max_new_tokens=budget, min_new_tokens=min(step_tokens, budget) if one_shot else None)
+        kind: PromptKind = "direct" if params.mode == "direct" else "cot" if params.mode == "cot" else "step"
+        self.limits.check(kind, question, has_image, sampling, scored=params.mode == "slow")
 
     async def _run_strategy(
         self, params: SolveParams, expander: QueueExpander, tree: SearchTree, config: SearchConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -55,3 +55,21 @@ class StepScorer(Protocol):
 
     @property
     def model_calls(self) -> int: ...
+
+
+@runtime_checkable
+class WindowedPolicy(Protocol):
+    """A policy backend that knows its context window; workers call ``fit`` on every job before the model call."""
+
+    def fit(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` (``max_new_tokens`` cut to the room left when it allows), or ``ContextTooLong``."""
+        ...
+
+
+@runtime_checkable
+class WindowedScorer(Protocol):
+    """A PRM backend that knows its context window."""
+
+    def fit(self, request: ScoreRequest) -> None:
+        """``ContextTooLong`` when a path of ``request`` does not fit."""
+        ...

@@ -19,9 +19,10 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from atomthink.prompts import chat_messages, resolve_prompt_preset
+from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason, SamplingParams
 from workers.backends.base import GenerationRequest
+from workers.backends.context import PolicyWindow, context_window, prompt_text
 from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class TransformersPolicy:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.name = Path(model_path).name
+        window = context_window(config)
+        self.window = PolicyWindow(self.preset, self.tokenizer, self.processor, window) if window else None
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -76,16 +79,11 @@ class TransformersPolicy:
         return results
 
     def _prompt_text(self, request: GenerationRequest, with_image: bool) -> str:
-        prompt = self.preset.render(request.kind, request.question, request.steps)
-        template_owner = self.processor if self.processor is not None else self.tokenizer
-        if getattr(template_owner, "chat_template", None):
-            messages = chat_messages(prompt, has_image=with_image)
-            if self.processor is None:  # text-only tokenizers take plain string content
-                messages = [{"role": "user", "content": prompt}]
-            return str(template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        if with_image:
-            return f"{self.processor.image_token}\n{prompt}"
-        return prompt
+        return prompt_text(self.preset, self.tokenizer, self.processor, request, with_image)
+
+    def fit(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` cut to the context window, or ``ContextTooLong`` (``workers.backends.context``)."""
+        return self.window.fit(request) if self.window is not None else request
 
     def _generate_group(
         self,

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from atomthink.prm_format import encode_path, get_prm_preset, label_token_ids
 from atomthink.prompts import read_checkpoint_presets
 from workers.backends.base import ScoreRequest
+from workers.backends.context import PrmWindow, context_window
 from workers.backends.prm_models import load_prm_model
 from workers.backends.torch_utils import resolve_device, resolve_dtype
 
@@ -33,12 +34,19 @@ class TransformersPrm:
         self.model.to(self.device).eval()
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        window = context_window(self.model.config)
+        self.window = PrmWindow(self.preset, self.tokenizer, window) if window else None
         self._calls = 0
         self._lock = threading.Lock()
 
     @property
     def model_calls(self) -> int:
         return self._calls
+
+    def fit(self, request: ScoreRequest) -> None:
+        """``ContextTooLong`` when a path does not fit the window (``workers.backends.context``)."""
+        if self.window is not None:
+            self.window.fit(request)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[list[float]]]:
         encoded = [

@@ -1,0 +1,334 @@
+"""Soak: mixed load on the Redis deployment, with a policy worker killed twice and Redis restarted once.
+
+Starts its own private ``redis-server`` on a free port (never the shared one), a gateway, two policy workers and
+one PRM worker (shipped models, API keys on), then drives ``--concurrency`` clients of mixed requests (direct, cot,
+quick, slow beam / best-of-N / majority, with and without an image, a few invalid ones) for ``--minutes``.
+Faults: at 20% and 70% of the run a policy worker is SIGKILLed and restarted 10 s later; at 45% Redis is stopped
+and started again on the same port. Prints:
+
+- requests answered / refused with a typed error (by code) / lost (no answer within the client deadline, a
+  transport error, or a body that is not the typed error shape);
+- resident memory of each process after warm-up and at the end (a restarted worker: after its own warm-up);
+- Redis key count idle (after one warm-up request, once its TTLs ran out) and after the load, once the TTLs of
+  what the load left (images, cancel markers, quota windows) ran out; exit status 1 if any request was lost or the
+  count does not come back to idle.
+
+    python tools/soak.py --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.servers import RedisServer, ServerProcess, WorkerProcess  # noqa: E402
+
+KEY = "soak-key-0123456789"
+FIGURE = (REPO_ROOT / "examples" / "figure.png").read_bytes()
+QUESTION = (REPO_ROOT / "examples" / "question.txt").read_text().strip()
+REQUESTS: list[dict[str, Any]] = [
+    {"mode": "direct"},
+    {"mode": "cot"},
+    {"mode": "quick"},
+    {"mode": "quick", "max_steps": 4},
+    {"mode": "slow", "strategy": "beam", "candidates": 3, "beam_width": 2, "max_steps": 6},
+    {"mode": "slow", "strategy": "best_of_n", "candidates": 4, "max_steps": 6},
+    {"mode": "slow", "strategy": "majority", "candidates": 4, "max_steps": 6},
+    {"mode": "slow", "strategy": "weighted_majority", "candidates": 3, "max_steps": 6},
+]
+INVALID: list[dict[str, Any]] = [
+    {"mode": "quick", "strategy": "beam"},  # 422: strategy is slow-only
+    {"mode": "slow", "candidates": 999},  # 422: out of range
+    {"question": "x " * 1900, "mode": "quick"},  # 400: over the policy's context window
+]
+
+
+@dataclass
+class Tally:
+    answered: int = 0
+    truncated: int = 0
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    lost: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class MemoryTrack:
+    """RSS samples of one process slot; a restarted process starts a new track."""
+
+    name: str
+    pid: int
+    started: float
+    warm: int | None = None
+    last: int | None = None
+    killed: bool = False
+
+
+class Cluster:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.redis = RedisServer(workdir)
+        self.gateway: ServerProcess | None = None
+        self.policy: list[WorkerProcess] = []
+        self.prm: list[WorkerProcess] = []
+        self.tracks: list[MemoryTrack] = []
+
+    def worker(self, role: str) -> WorkerProcess:
+        process = WorkerProcess(role, {**self.env, "ATOMTHINK_REDIS_URL": self.redis.url}, self.workdir / "workers.log")
+        index = sum(1 for t in self.tracks if t.name.startswith(role))
+        self.tracks.append(MemoryTrack(f"{role}-worker#{index}", process.process.pid, time.monotonic()))
+        return process
+
+    def start(self) -> None:
+        self.redis.start()
+        env = {**self.env, "ATOMTHINK_REDIS_URL": self.redis.url}
+        self.gateway = ServerProcess(["gateway"], env, ready_path="/healthz", log_path=self.workdir / "gateway.log")
+        self.gateway.__enter__()
+        assert self.gateway.process is not None and self.redis.process is not None
+        self.tracks.append(MemoryTrack("gateway", self.gateway.process.pid, time.monotonic()))
+        self.policy = [self.worker("policy"), self.worker("policy")]
+        self.prm = [self.worker("prm")]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            ready = httpx.get(f"{self.gateway.url}/readyz", timeout=5).json()
+            if ready.get("workers") == {"policy": 2, "prm": 1}:
+                return
+            time.sleep(0.5)
+        raise TimeoutError("workers not ready")
+
+    def stop(self) -> None:
+        for worker in self.policy + self.prm:
+            worker.kill()
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.redis.stop()
+
+    def sample_memory(self, warmup_s: float) -> None:
+        now = time.monotonic()
+        for track in self.tracks:
+            value = rss_kib(track.pid)
+            if value is None:
+                continue
+            track.last = value
+            if track.warm is None and now - track.started >= warmup_s:
+                track.warm = value
+
+    def redis_keys(self) -> tuple[int, collections.Counter[str]]:
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            kinds: collections.Counter[str] = collections.Counter()
+            for key in client.scan_iter(count=1000):
+                parts = key.decode().split(":")
+                kinds[parts[1] if len(parts) > 1 else parts[0]] += 1
+            return int(client.dbsize()), kinds
+        finally:
+            client.close()
+
+    def keys_of(self, kinds: set[str], limit: int = 5) -> list[str]:
+        """Some keys of the given kinds with their TTL (what is left over, for the report)."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            found = []
+            for key in client.scan_iter(count=1000):
+                name = key.decode()
+                if name.split(":")[1] in kinds and len(found) < limit:
+                    found.append(f"{name} (ttl {client.ttl(key)} s)")
+            return found
+        finally:
+            client.close()
+
+
+TRANSIENT = {"image", "cancelled", "quota"}
+"""Key kinds that a request leaves with a TTL; idle means none of them is left."""
+
+
+async def settle(cluster: Cluster, limit_s: float) -> tuple[int, collections.Counter[str], float]:
+    """Wait (at most ``limit_s``) until no transient key is left; the key count then, and how long it took."""
+    started = time.monotonic()
+    count, kinds = cluster.redis_keys()
+    while set(kinds) & TRANSIENT and time.monotonic() < started + limit_s:
+        await asyncio.sleep(2)  # noqa: ASYNC110 (polling another process's Redis)
+        count, kinds = cluster.redis_keys()
+    return count, kinds, time.monotonic() - started
+
+
+async def client_loop(url: str, tally: Tally, stop_at: float, deadline_ms: int, rng: random.Random) -> None:
+    async with httpx.AsyncClient(timeout=deadline_ms / 1000 + 30) as client:
+        while time.monotonic() < stop_at:
+            spec = dict(rng.choice(INVALID) if rng.random() < 0.05 else rng.choice(REQUESTS))
+            body = {"question": QUESTION, "seed": rng.randrange(10_000), "deadline_ms": deadline_ms, **spec}
+            files = {"image": ("figure.png", FIGURE, "image/png")} if rng.random() < 0.7 else None
+            data = {k: str(v) for k, v in body.items()}
+            started = time.monotonic()
+            try:
+                response = await client.post(
+                    f"{url}/solve", data=data, files=files, headers={"authorization": f"Bearer {KEY}"}
+                )
+            except httpx.HTTPError as exc:
+                tally.lost.append(f"{spec.get('mode')}: {type(exc).__name__}")
+                continue
+            tally.latencies.append(time.monotonic() - started)
+            try:
+                payload = response.json()
+            except ValueError:
+                tally.lost.append(f"{response.status_code}: not JSON")
+                continue
+            if response.status_code == 200 and "answer" in payload:
+                tally.answered += 1
+                tally.truncated += bool(payload.get("truncated"))
+            elif response.status_code >= 400 and _typed_error(payload):
+                tally.refused[f"{response.status_code} {payload['error']['code']}"] += 1
+                if response.status_code == 429:
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            else:
+                tally.lost.append(f"{response.status_code}: {response.text[:120]}")
+
+
+def _typed_error(payload: Any) -> bool:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return isinstance(error, dict) and isinstance(error.get("code"), str) and set(error) == {"code", "message", "field"}
+
+
+async def faults(cluster: Cluster, duration_s: float, started: float, log: list[str]) -> None:
+    async def at(fraction: float) -> None:
+        await asyncio.sleep(max(0.0, started + fraction * duration_s - time.monotonic()))
+
+    for fraction, index in ((0.2, 0), (0.7, 1)):
+        await at(fraction)
+        victim = cluster.policy[index]
+        victim.kill()
+        next(t for t in cluster.tracks if t.pid == victim.process.pid).killed = True
+        log.append(f"{time.monotonic() - started:6.0f} s  SIGKILL policy worker pid {victim.process.pid}")
+        await asyncio.sleep(10)
+        cluster.policy[index] = cluster.worker("policy")
+        log.append(f"{time.monotonic() - started:6.0f} s  restarted it as pid {cluster.policy[index].process.pid}")
+        if fraction == 0.2:
+            await at(0.45)
+            cluster.redis.stop()
+            log.append(f"{time.monotonic() - started:6.0f} s  Redis stopped")
+            await asyncio.sleep(5)
+            await asyncio.to_thread(cluster.redis.start)
+            log.append(f"{time.monotonic() - started:6.0f} s  Redis started again (empty: no persistence)")
+
+
+async def soak(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="atomthink-soak-"))
+    env = {
+        "ATOMTHINK_QUEUE": "redis",
+        "ATOMTHINK_KEY_PREFIX": "soak",
+        "ATOMTHINK_TORCH_THREADS": "1",
+        "ATOMTHINK_API_KEYS": json.dumps({"soak": KEY}),
+        "ATOMTHINK_QUOTA_MAX_CONCURRENT": str(args.concurrency * 2),
+        "ATOMTHINK_QUOTA_CANDIDATES_PER_MINUTE": "100000",
+        "ATOMTHINK_VISIBILITY_TIMEOUT_S": "5",
+        "ATOMTHINK_HEARTBEAT_TTL_S": "5",
+        "ATOMTHINK_JOB_TIMEOUT_S": "60",
+        "ATOMTHINK_IMAGE_TTL_S": str(args.image_ttl_s),
+        "ATOMTHINK_CANCEL_TTL_S": str(args.cancel_ttl_s),
+        "ATOMTHINK_MAX_STEP_TOKENS": "48",
+        "ATOMTHINK_MAX_ANSWER_TOKENS": "256",
+    }
+    print(f"logs: {workdir}")
+    cluster = Cluster(workdir, env)
+    cluster.start()
+    assert cluster.gateway is not None
+    try:
+        # idle: the cluster after one served request (the gateway's reply stream exists from then on), its TTLs run
+        async with httpx.AsyncClient(timeout=120) as client:
+            warm = await client.post(f"{cluster.gateway.url}/solve", data={"question": QUESTION, "mode": "quick"},
+                                     files={"image": ("figure.png", FIGURE, "image/png")},
+                                     headers={"authorization": f"Bearer {KEY}"})  # fmt: skip
+            warm.raise_for_status()
+        idle_keys, idle_kinds, _ = await settle(cluster, args.drain_s)
+        duration_s = args.minutes * 60
+        started = time.monotonic()
+        tally, fault_log = Tally(), []
+        rng = random.Random(args.seed)
+        clients = [
+            client_loop(cluster.gateway.url, tally, started + duration_s, args.deadline_ms, random.Random(rng.random()))
+            for _ in range(args.concurrency)
+        ]
+
+        async def sampler() -> None:
+            while time.monotonic() < started + duration_s:
+                cluster.sample_memory(args.warmup_s)
+                await asyncio.sleep(5)
+
+        await asyncio.gather(*clients, faults(cluster, duration_s, started, fault_log), sampler())
+        cluster.sample_memory(args.warmup_s)
+        load_keys, load_kinds = cluster.redis_keys()
+        after_keys, after_kinds, drained_s = await settle(cluster, args.drain_s)
+        leftovers = cluster.keys_of(set(after_kinds) & TRANSIENT)
+    finally:
+        cluster.stop()
+
+    total = tally.answered + sum(tally.refused.values()) + len(tally.lost)
+    latencies = sorted(tally.latencies) or [0.0]
+    print("\n".join(fault_log))
+    print(f"\n{total} requests in {args.minutes:g} min, {args.concurrency} clients, deadline {args.deadline_ms} ms")
+    print(f"answered:  {tally.answered} ({tally.truncated} truncated at their deadline)")
+    print(f"refused with a typed error: {sum(tally.refused.values())}  {dict(tally.refused)}")
+    print(f"lost:      {len(tally.lost)}  {collections.Counter(tally.lost).most_common(5)}")
+    print(f"latency p50 {latencies[len(latencies) // 2]:.1f} s, p99 {latencies[int(len(latencies) * 0.99)]:.1f} s, "
+          f"max {latencies[-1]:.1f} s")  # fmt: skip
+    print("\nresident memory (MiB): after warm-up -> at end (or at its kill)")
+    growth = []
+    for track in cluster.tracks:
+        if track.warm is None or track.last is None:
+            print(f"  {track.name:<16} pid {track.pid:<8} (ran under the warm-up time)")
+            continue
+        change = (track.last - track.warm) / track.warm * 100
+        if not track.killed:
+            growth.append(change)
+        print(f"  {track.name:<16} pid {track.pid:<8} {track.warm / 1024:7.1f} -> {track.last / 1024:7.1f}  "
+              f"({change:+.1f}%){'  killed' if track.killed else ''}")  # fmt: skip
+    print(f"  largest change of a process alive at the end: {max(growth, default=0.0):+.1f}%")
+    print(f"\nRedis keys: idle {idle_keys} {dict(idle_kinds)}")
+    print(f"  when the load stopped {load_keys} {dict(load_kinds)}")
+    print(f"  after the load {after_keys} {dict(after_kinds)} ({drained_s:.0f} s later)")
+    for key in leftovers:
+        print(f"  left: {key}")
+    return 1 if tally.lost or after_keys != idle_keys else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--deadline-ms", type=int, default=20_000, help="each request's deadline_ms")
+    parser.add_argument("--warmup-s", type=float, default=60.0, help="RSS is taken this long after a process starts")
+    parser.add_argument("--image-ttl-s", type=int, default=30, help="image TTL in Redis (default 30 s for the soak)")
+    parser.add_argument("--cancel-ttl-s", type=int, default=90, help="cancel-marker TTL (default 90 s for the soak)")
+    parser.add_argument("--drain-s", type=float, default=150.0, help="most time to wait for keys to expire")
+    parser.add_argument("--seed", type=int, default=0)
+    sys.exit(asyncio.run(soak(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
