@@ -78,11 +78,17 @@ class Settings(BaseSettings):
     policy_batch_size: int = Field(16, ge=1)
     """Most policy jobs (from any requests) a policy worker runs in one model call."""
     policy_max_wait_ms: float = Field(5.0, ge=0)
-    """How long a policy worker waits to fill a batch after the first job arrives."""
+    """How long a policy worker waits to fill a batch after the first job arrives (only when more than one job was
+    queued: a lone job runs at once)."""
+    policy_max_inflight: int = Field(64, ge=1)
+    """Policy workers on an engine that batches by itself (``vllm``, ``openai``): most jobs running at once; a new
+    job is taken as soon as one finishes (continuous feeding; ``policy_batch_size`` applies to transformers only)."""
     prm_batch_size: int = Field(16, ge=1)
     """Most PRM jobs a PRM worker scores in one model call."""
     prm_max_wait_ms: float = Field(5.0, ge=0)
-    """How long a PRM worker waits to fill a batch after the first job arrives."""
+    """How long a PRM worker waits to fill a batch after the first job arrives (only when more than one was queued)."""
+    prm_max_inflight: int = Field(64, ge=1)
+    """PRM workers on a remote engine (``openai-*``): most jobs running at once, fed continuously."""
 
     # --- Models -------------------------------------------------------------------------------------
     policy_backend: Literal["transformers", "vllm", "openai"] = "transformers"

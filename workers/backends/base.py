@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
@@ -55,3 +55,22 @@ class StepScorer(Protocol):
 
     @property
     def model_calls(self) -> int: ...
+
+
+@runtime_checkable
+class EnginePolicyBackend(PolicyBackend, Protocol):
+    """A policy on an engine that batches by itself (vLLM in process or behind HTTP): the worker hands it one job
+    at a time, keeping up to ``max_inflight`` running, instead of static batches."""
+
+    async def agenerate(self, request: GenerationRequest) -> list[Candidate]:
+        """The candidates of one request; safe to await many times concurrently from the worker's event loop."""
+        ...
+
+
+@runtime_checkable
+class EngineStepScorer(StepScorer, Protocol):
+    """A PRM on an engine that batches by itself: scored one job at a time, many in flight."""
+
+    async def ascore(self, request: ScoreRequest) -> list[list[float]]:
+        """Per path, per step scores of one request; safe to await concurrently from the worker's event loop."""
+        ...

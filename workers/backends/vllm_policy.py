@@ -193,6 +193,12 @@ class VllmPolicy:
         self._calls += 1
         return self._loop.run(self._generate_all(requests), self.timeout_s)
 
+    async def agenerate(self, request: GenerationRequest) -> list[Candidate]:
+        """One request's candidates, awaited from the worker's loop (continuous feeding): the engine request runs
+        on the engine's loop thread and joins the running batch at once."""
+        self._calls += 1
+        return await self._loop.arun(self._generate_one(request), self.timeout_s)
+
     async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
 
