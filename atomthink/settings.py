@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     policy_max_inflight: int = Field(64, ge=1)
     """Policy workers on an engine that batches by itself (``vllm``, ``openai``): most jobs running at once; a new
     job is taken as soon as one finishes (continuous feeding; ``policy_batch_size`` applies to transformers only)."""
+    engine_feeding: Literal["continuous", "static"] = "continuous"
+    """Workers on engine backends: ``continuous`` (up to ``*_max_inflight`` jobs, a new one taken as one finishes)
+    or ``static`` batches of ``*_batch_size`` as on transformers (kept for comparison benchmarks)."""
     prm_batch_size: int = Field(16, ge=1)
     """Most PRM jobs a PRM worker scores in one model call."""
     prm_max_wait_ms: float = Field(5.0, ge=0)

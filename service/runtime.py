@@ -45,6 +45,7 @@ def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Setti
         batch_size=settings.policy_batch_size,
         max_wait_s=settings.policy_max_wait_ms / 1000,
         max_inflight=settings.policy_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
     )
 
 
@@ -55,6 +56,7 @@ def make_prm_worker(source: JobSource, prm: StepScorer, settings: Settings) -> P
         batch_size=settings.prm_batch_size,
         max_wait_s=settings.prm_max_wait_ms / 1000,
         max_inflight=settings.prm_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
     )
 
 

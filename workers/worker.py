@@ -189,9 +189,18 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
     role: Role = "policy"
 
     def __init__(
-        self, source: JobSource, backend: PolicyBackend, *, batch_size: int, max_wait_s: float, max_inflight: int = 64
+        self,
+        source: JobSource,
+        backend: PolicyBackend,
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        max_inflight: int = 64,
+        continuous: bool | None = None,
     ) -> None:
-        continuous = isinstance(backend, EnginePolicyBackend)
+        """``continuous``: None feeds an engine backend continuously; False forces static batches."""
+        engine = isinstance(backend, EnginePolicyBackend)
+        continuous = engine if continuous is None else continuous and engine
         super().__init__(
             source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
         )
@@ -223,7 +232,7 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
         if requests:
             metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in runnable))
             outputs: list[list[Candidate]]
-            if isinstance(self.backend, EnginePolicyBackend):
+            if self.continuous and isinstance(self.backend, EnginePolicyBackend):
                 engine = self.backend
                 outputs = list(await asyncio.gather(*(engine.agenerate(r) for r in requests)))
             else:
@@ -241,9 +250,17 @@ class PrmWorker(_BatchWorker[PrmJob]):
     role: Role = "prm"
 
     def __init__(
-        self, source: JobSource, scorer: StepScorer, *, batch_size: int, max_wait_s: float, max_inflight: int = 64
+        self,
+        source: JobSource,
+        scorer: StepScorer,
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        max_inflight: int = 64,
+        continuous: bool | None = None,
     ) -> None:
-        continuous = isinstance(scorer, EngineStepScorer)
+        engine = isinstance(scorer, EngineStepScorer)
+        continuous = engine if continuous is None else continuous and engine
         super().__init__(
             source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
         )
@@ -253,7 +270,7 @@ class PrmWorker(_BatchWorker[PrmJob]):
         requests = [ScoreRequest(job.question, job.paths) for job in jobs]
         metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in jobs))
         scores: list[list[list[float]]]
-        if isinstance(self.scorer, EngineStepScorer):
+        if self.continuous and isinstance(self.scorer, EngineStepScorer):
             engine = self.scorer
             scores = list(await asyncio.gather(*(engine.ascore(r) for r in requests)))
         else:
