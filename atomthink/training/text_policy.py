@@ -38,6 +38,11 @@ class TextPolicyTrainConfig:
     """Problem stream of the training problems (held-out evaluation uses ``HELDOUT_SEED``)."""
     steps: int = 3000
     max_minutes: float = 30.0
+    """Wall-clock cap."""
+    max_cpu_minutes: float | None = None
+    """Cap on this process's CPU time (user + system, all threads), for machines whose cores are shared."""
+    init_from: str | None = None
+    """Continue from this text-policy checkpoint (a second stage with its own schedule)."""
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 100
@@ -120,7 +125,10 @@ def train_text_policy(cfg: TextPolicyTrainConfig) -> dict[str, Any]:
     setup(cfg.seed, cfg.threads)
     rng = random.Random(f"text-policy/{cfg.seed}")
     tokenizer = char_tokenizer()
-    model = LlamaForCausalLM(_llama_config(tokenizer, cfg.hidden, cfg.layers, cfg.heads, 1024))
+    if cfg.init_from:
+        model = LlamaForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    else:
+        model = LlamaForCausalLM(_llama_config(tokenizer, cfg.hidden, cfg.layers, cfg.heads, 1024))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -128,11 +136,14 @@ def train_text_policy(cfg: TextPolicyTrainConfig) -> dict[str, Any]:
     drill = CalcDrill(tokenizer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = LossLog(out / "train_log.jsonl")
+    log = LossLog(out / ("train_log_stage2.jsonl" if cfg.init_from else "train_log.jsonl"))
     start = time.time()
+    cpu_start = time.process_time()
     step = 0
     for step in range(cfg.steps):
         if time.time() - start > cfg.max_minutes * 60:
+            break
+        if cfg.max_cpu_minutes is not None and time.process_time() - cpu_start > cfg.max_cpu_minutes * 60:
             break
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup)
@@ -142,7 +153,8 @@ def train_text_policy(cfg: TextPolicyTrainConfig) -> dict[str, Any]:
         dloss = drill.loss(model, cfg.drill_batch, rng)
         optimizer_step(opt, model, sft + cfg.drill_weight * dloss)
         if step % cfg.log_every == 0:
-            log.write(step=step, sft_loss=round(sft.item(), 4), drill_loss=round(dloss.item(), 4))
+            log.write(step=step, sft_loss=round(sft.item(), 4), drill_loss=round(dloss.item(), 4),
+                      cpu_s=round(time.process_time() - cpu_start, 1))  # fmt: skip
             print(f"step {step} sft {sft.item():.3f} drill {dloss.item():.3f} {time.time() - start:.0f}s", flush=True)
     minutes = (time.time() - start) / 60
     model.save_pretrained(out)
@@ -153,6 +165,7 @@ def train_text_policy(cfg: TextPolicyTrainConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "steps_done": step + 1,
         "minutes": round(minutes, 1),
+        "cpu_minutes": round((time.process_time() - cpu_start) / 60, 1),
         "heldout_cot_greedy_accuracy": round(cot_accuracy(model, tokenizer, heldout), 4),
         "heldout_problems": f"seed {HELDOUT_SEED}, 0..{cfg.eval_problems - 1} (text-dominant)",
         "size_mb": round(dir_size_mb(out), 2),
@@ -168,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--max-minutes", type=float, default=30.0)
+    p.add_argument("--max-cpu-minutes", type=float, default=None)
+    p.add_argument("--init-from", default=None)
+    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -178,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         out=a.out,
         steps=a.steps,
         max_minutes=a.max_minutes,
+        max_cpu_minutes=a.max_cpu_minutes,
+        init_from=a.init_from,
+        warmup=a.warmup,
         layers=a.layers,
         hidden=a.hidden,
         lr=a.lr,

@@ -41,6 +41,8 @@ def engine_kwargs(settings: Settings, *, multimodal: bool = True) -> dict[str, A
         "enforce_eager": settings.vllm_enforce_eager,
         "seed": 0,
     }
+    if settings.vllm_enable_chunked_prefill is not None:
+        kwargs["enable_chunked_prefill"] = settings.vllm_enable_chunked_prefill
     if settings.vllm_max_model_len is not None:
         kwargs["max_model_len"] = settings.vllm_max_model_len
     if multimodal:
