@@ -1,7 +1,7 @@
 """Benchmark of issue 16 on the real vLLM CPU engine: how workers feed it. Prints figures; asserts nothing.
 
-Slow beam (4 candidates, width 2) on held-out text-dominant problems, at several concurrencies, for three ways of
-feeding the engine:
+Slow beam (4 candidates, width 2, at most 6 steps) on held-out text-dominant problems, at several concurrencies,
+for three ways of feeding the engine:
 
 - ``batch1``: static batches of one job (peers that score candidates one by one);
 - ``static``: static batches of up to 16 jobs (5 ms fill), each batch awaited whole before the next is taken;
@@ -46,6 +46,8 @@ from tests.servers import VLLM_CPU_ENV, RedisServer, ServerProcess, VllmServer, 
 TEXT_POLICY = REPO_ROOT / "models" / "atomthink-tiny-text-policy"
 PRM = REPO_ROOT / "models" / "atomthink-tiny-prm"
 HELDOUT_SEED = 20261125
+MAX_STEPS = 6
+"""The longest reference solution has 8 steps; 6 bounds the paths a weak policy leaves unfinished."""
 MODES: dict[str, dict[str, Any]] = {
     "batch1": {"engine_feeding": "static", "policy_batch_size": 1, "prm_batch_size": 1},
     "static": {"engine_feeding": "static", "policy_batch_size": 16, "prm_batch_size": 16,
@@ -80,7 +82,7 @@ class Cell:
 def body(i: int) -> dict[str, Any]:
     problem = make_problem(HELDOUT_SEED, i)
     return {"question": text_question(problem), "mode": "slow", "strategy": "beam", "candidates": 4,
-            "beam_width": 2, "seed": i}  # fmt: skip
+            "beam_width": 2, "max_steps": MAX_STEPS, "seed": i}  # fmt: skip
 
 
 async def drive(concurrency: int, total: int, solve: Callable[[int], Awaitable[dict[str, Any]]]) -> tuple:
@@ -108,6 +110,11 @@ def requests_for(concurrency: int, args: argparse.Namespace) -> int:
     return max(args.min_requests, args.waves * concurrency)
 
 
+def skipped(mode: str, concurrency: int, args: argparse.Namespace) -> bool:
+    """Batch size 1 serializes every job: past ``--batch1-max-concurrency`` it only repeats the same rate, slowly."""
+    return mode == "batch1" and concurrency > args.batch1_max_concurrency
+
+
 async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) -> list[Cell]:
     from atomthink.settings import Settings
     from service.runtime import build_runtime
@@ -126,6 +133,8 @@ async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) 
     try:
         for mode in args.modes:
             for concurrency in args.concurrency:
+                if skipped(mode, concurrency, args):
+                    continue
                 total = requests_for(concurrency, args)
                 async with build_runtime(Settings(**base, **MODES[mode]), policy=policy, prm=prm) as runtime:
 
@@ -180,6 +189,8 @@ async def redis_cells(args: argparse.Namespace, prm_url: str, caching: str, logd
 
                         await drive(2, 2, solve)  # warm-up (both workers)
                         for concurrency in args.concurrency:
+                            if skipped(mode, concurrency, args):
+                                continue
                             total = requests_for(concurrency, args)
                             cell = Cell("redis", caching, mode, concurrency, total, *await drive(concurrency, total,
                                                                                                   solve))  # fmt: skip
@@ -215,8 +226,9 @@ async def main() -> None:
     parser.add_argument("--paths", default="inprocess,redis")
     parser.add_argument("--caching", default="on,off", help="prefix caching of the policy engine (in process)")
     parser.add_argument("--redis-caching", default="on", help="prefix caching of the Redis path's engines")
-    parser.add_argument("--waves", type=int, default=2, help="requests per cell = waves x concurrency ...")
-    parser.add_argument("--min-requests", type=int, default=8, help="... but at least this many")
+    parser.add_argument("--waves", type=int, default=1, help="requests per cell = waves x concurrency ...")
+    parser.add_argument("--min-requests", type=int, default=4, help="... but at least this many")
+    parser.add_argument("--batch1-max-concurrency", type=int, default=16)
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.modes = args.modes.split(",")

@@ -54,7 +54,11 @@ def text_sft_pairs(p: Problem) -> Iterator[tuple[str, str, str]]:
     question = text_question(p)
     texts = [s.text for s in p.steps]
     for k, text in enumerate(texts):
-        yield "step", TINY.render("step", question, texts[:k]), text + ("" if is_final(text) else TINY.step_delimiter)
+        yield (
+            "step",
+            TINY.render("step", question, texts[:k]),
+            text + ("" if is_final(text) else (TINY.step_delimiter or "\n")),
+        )
     yield "direct", TINY.render("direct", question), str(p.value_answer)
     yield "cot", TINY.render("cot", question), TINY.history_joiner.join(texts)
 

@@ -64,7 +64,7 @@ def encode(tokenizer: Any, prompt: str, target: str) -> tuple[list[int], int]:
     prompt_text = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
     )
-    ending = "" if target.endswith(TINY.step_delimiter) else tokenizer.eos_token
+    ending = "" if target.endswith(TINY.step_delimiter or "\n") else tokenizer.eos_token
     p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     ids = tokenizer(prompt_text + target + ending, add_special_tokens=False)["input_ids"]
     if ids[: len(p_ids)] != p_ids:

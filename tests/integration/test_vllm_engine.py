@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -32,6 +33,7 @@ from atomthink.settings import Settings
 from service.runtime import build_runtime
 from service.schemas import SolveParams
 from tests.conftest import TEST_REDIS_URL, delete_prefix
+from tests.integration.test_dashboards_prometheus import Prometheus, board_queries, finite, scrape_config
 from tests.integration.test_openai_backends import build_tiny_token_classification_prm, flat
 from tests.servers import REPO_ROOT, VLLM_CPU_ENV, VLLM_PYTHON, ServerProcess, VllmServer, WorkerProcess
 from workers.backends.base import EnginePolicyBackend, EngineStepScorer, GenerationRequest, ScoreRequest
@@ -265,6 +267,37 @@ def test_in_process_vllm_worker_solves_through_redis(vllm_cluster: tuple[ServerP
     assert jobs >= sum(r.json()["stats"]["policy_calls"] for r in responses)
     assert worker.metric("atomthink_worker_batch_jobs_sum") / jobs > 1.5, "jobs ran side by side in the engine"
     assert "atomthink_worker_inflight_jobs" in httpx.get(worker.metrics_url).text
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus binary is missing (install.sh)")
+def test_dashboards_answer_latency_against_candidates_from_vllm_runs(
+    vllm_cluster: tuple[ServerProcess, WorkerProcess, str], tmp_path: Path
+) -> None:
+    """A real Prometheus scrapes the gateway and the vLLM worker (which exports the engine's ``vllm:*`` metrics on
+    its own port, as in the cluster layout) during beam solves of 2 and 4 candidates."""
+    gateway, worker, _ = vllm_cluster
+    local = {"gateway:8000": f"127.0.0.1:{gateway.port}", "policy-worker:9400": f"127.0.0.1:{worker.metrics_port}",
+             "vllm-policy:8000": f"127.0.0.1:{worker.metrics_port}"}  # fmt: skip
+    with Prometheus(scrape_config(local), tmp_path) as prometheus:
+        prometheus.wait_for('count(up{job=~"atomthink-.*|vllm"} == 1) == 3')
+        question = text_question(make_problem(HELDOUT_SEED, 50))
+        bodies: list[dict[str, object]] = [
+            {"question": question, "mode": "slow", "strategy": "beam", "candidates": n, "beam_width": 2, "seed": s,
+             "max_steps": 4} for n in (2, 4) for s in (1, 2)
+        ]  # fmt: skip
+        for body in bodies:  # one at a time: each series needs a second sample to show an increase
+            assert asyncio.run(_solve(gateway.url, [body]))[0].status_code == 200
+        prometheus.wait_for(f"sum(atomthink_solve_requests_total) >= {len(bodies)}")
+        prometheus.wait_for("sum(vllm:e2e_request_latency_seconds_count) > 0")
+        time.sleep(2)
+        [(_, p95)] = [q for q in board_queries("atomthink.json") if q[0] == "Solve latency p95 by candidate count"]
+        series = {(m["metric"]["strategy"], m["metric"]["candidates"]) for m in prometheus.vector(p95)}
+        assert {("beam", "2"), ("beam", "4")} <= series, series
+        engine = dict(board_queries("vllm.json"))
+        latency = [q for title, q in engine.items() if "e2e" in q and "0.95" in q]
+        assert latency and all(finite(prometheus.vector(q)) for q in latency), latency
+        candidates = [q for q in engine.values() if "request_params_n_sum" in q]
+        assert candidates and finite(prometheus.vector(candidates[0])), "candidates per engine request"
 
 
 def test_in_process_vllm_worker_drains_on_sigterm(vllm_cluster: tuple[ServerProcess, WorkerProcess, str]) -> None:
