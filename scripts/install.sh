@@ -9,6 +9,10 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
+# The vLLM CPU engine in a venv of its own (.venv-vllm), for the real-engine tests and benchmarks; the core .venv
+# never gets vLLM (its pins and CUDA extras break the transformers multimodal path). ATOMTHINK_SKIP_VLLM=1 skips it.
+./scripts/install-vllm.sh
+
 # Prometheus and promtool (Debian package) for the dashboard tests: tests/unit/test_deploy_compose.py parses every
 # panel's PromQL with promtool, tests/integration/test_dashboards_prometheus.py runs a private server on a free port.
 # Only when missing and apt-get exists; the package's own service is never started (policy-rc.d) nor left on :9090.

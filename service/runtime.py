@@ -43,12 +43,24 @@ def make_queue(settings: Settings) -> InMemoryStepQueue | RedisStepQueue:
 
 def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Settings) -> PolicyWorker:
     return PolicyWorker(
-        source, policy, batch_size=settings.policy_batch_size, max_wait_s=settings.policy_max_wait_ms / 1000
+        source,
+        policy,
+        batch_size=settings.policy_batch_size,
+        max_wait_s=settings.policy_max_wait_ms / 1000,
+        max_inflight=settings.policy_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
     )
 
 
 def make_prm_worker(source: JobSource, prm: StepScorer, settings: Settings) -> PrmWorker:
-    return PrmWorker(source, prm, batch_size=settings.prm_batch_size, max_wait_s=settings.prm_max_wait_ms / 1000)
+    return PrmWorker(
+        source,
+        prm,
+        batch_size=settings.prm_batch_size,
+        max_wait_s=settings.prm_max_wait_ms / 1000,
+        max_inflight=settings.prm_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
+    )
 
 
 @dataclass

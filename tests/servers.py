@@ -34,13 +34,14 @@ class ServerProcess:
         ready_path: str = "/readyz",
         startup_timeout_s: float = 120.0,
         log_path: Path | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
+        """``program``: what runs ``args`` (default ``atomthink.cli`` under this interpreter; the vLLM tests pass
+        the vLLM venv's API server)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
-            sys.executable,
-            "-m",
-            "atomthink.cli",
+            *(program or (sys.executable, "-m", "atomthink.cli")),
             *args,
             "--host",
             "127.0.0.1",
@@ -152,11 +153,22 @@ class RedisServer:
 class WorkerProcess:
     """``atomthink worker ROLE`` as its own process group, with a Prometheus port."""
 
-    def __init__(self, role: str, env: Mapping[str, str], log_path: Path | None = None) -> None:
+    def __init__(
+        self, role: str, env: Mapping[str, str], log_path: Path | None = None, python: str | Path | None = None
+    ) -> None:
+        """``python``: the interpreter (default this one; the vLLM tests pass the vLLM venv's)."""
         self.role = role
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        args = [sys.executable, "-m", "atomthink.cli", "worker", role, "--metrics-port", str(self.metrics_port)]
+        args = [
+            str(python or sys.executable),
+            "-m",
+            "atomthink.cli",
+            "worker",
+            role,
+            "--metrics-port",
+            str(self.metrics_port),
+        ]
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             args, env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -184,3 +196,34 @@ class WorkerProcess:
         """Sum of a metric's samples on this worker's endpoint."""
         text = httpx.get(self.metrics_url, timeout=5).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+"""The vLLM CPU engine's interpreter (``scripts/install-vllm.sh``); vLLM is never installed into ``.venv``."""
+
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
+"""A 1 GiB KV cache (the tiny models need far less; the default takes a share of the machine's memory)."""
+
+
+class VllmServer(ServerProcess):
+    """A real vLLM OpenAI-compatible server (``vllm serve``, from the vLLM venv) over a local checkpoint.
+
+    The ``vllm`` console script of ``vllm-cpu`` looks for the distribution ``vllm`` and fails, so the API server
+    module is run directly (the same server ``vllm serve`` starts). Chunked prefill is off: on vllm-cpu 0.32 a seeded
+    request whose prefill is split kills the engine ("CPU Generator does not use offset").
+    """
+
+    def __init__(
+        self, model: str | Path, served_name: str, *extra: str, log_path: Path | None = None, api_key: str = ""
+    ) -> None:
+        args = ["--model", str(model), "--served-model-name", served_name, "--dtype", "float32", "--enforce-eager",
+                "--max-model-len", "1024", "--no-enable-chunked-prefill",
+                *(["--api-key", api_key] if api_key else []), *extra]  # fmt: skip
+        super().__init__(
+            args,
+            VLLM_CPU_ENV,
+            ready_path="/health",
+            startup_timeout_s=600,
+            log_path=log_path,
+            program=(str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server"),
+        )

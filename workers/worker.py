@@ -1,4 +1,11 @@
-"""Worker loops: take a batch of jobs from *all* requests, run one batched model call, reply to each job."""
+"""Worker loops: jobs from *all* requests share the model.
+
+Two modes. On a backend that batches by itself (``EnginePolicyBackend`` / ``EngineStepScorer``: vLLM in process or
+behind an OpenAI-compatible server) the worker feeds continuously: up to ``max_inflight`` jobs run at once, each
+its own engine request, and a new job is taken as soon as one finishes, so no job waits for another's slowest
+candidate. On the transformers backends it runs static batches (one padded model call of up to ``batch_size``
+jobs); the queue waits to fill a batch only when more than one job was queued.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ from atomthink.protocol import (
 from atomthink.queue.base import JobSource
 from workers import metrics
 from workers.backends.base import (
+    EnginePolicyBackend,
+    EngineStepScorer,
     GenerationRequest,
     PolicyBackend,
     ScoreRequest,
@@ -52,16 +61,21 @@ class _BatchWorker(Generic[J]):
 
     role: Role
 
-    def __init__(self, source: JobSource, *, batch_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self, source: JobSource, *, batch_size: int, max_wait_s: float, continuous: bool, max_inflight: int
+    ) -> None:
         self.source = source
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        self.continuous = continuous
+        self.max_inflight = max_inflight
         self.worker_id = make_worker_id(self.role)
         self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
         metrics.export_role(self.role)
 
     def stop(self) -> None:
-        """Finish the batch in flight, then return from ``run`` (SIGTERM drains this way)."""
+        """Finish the jobs in flight, then return from ``run`` (SIGTERM drains this way)."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -70,9 +84,12 @@ class _BatchWorker(Generic[J]):
         try:
             while not self._stopping.is_set():
                 try:
-                    jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
-                    if jobs:
-                        await self.process(jobs)  # type: ignore[arg-type]
+                    if self.continuous:
+                        await self._feed()
+                    else:
+                        jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
+                        if jobs:
+                            await self.process(jobs)  # type: ignore[arg-type]
                     backoff_s = 0.1
                 except BackendUnavailable as exc:
                     # the queue is down: unacknowledged jobs stay in it and are redelivered once it is back
@@ -80,9 +97,36 @@ class _BatchWorker(Generic[J]):
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 5.0)
         finally:
+            if self._inflight:  # drain: every job taken is answered before the worker leaves
+                await asyncio.gather(*self._inflight, return_exceptions=True)
             heartbeat.cancel()
             with contextlib.suppress(Exception):
                 await self.source.forget_worker(self.role, self.worker_id)
+
+    async def _feed(self) -> None:
+        """One turn of continuous feeding: wait for a free slot, then start every job queued (up to the free
+        slots) as its own task; ``take`` blocks only until the first job arrives."""
+        free = self.max_inflight - len(self._inflight)
+        if free <= 0:
+            await asyncio.wait(self._inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            return
+        jobs = await self.source.take(self.role, free, 0.0)
+        for job in jobs:
+            task = asyncio.create_task(self._process_one(job))  # type: ignore[arg-type]
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        metrics.INFLIGHT_JOBS.labels(self.role).set(len(self._inflight))
+
+    async def _process_one(self, job: J) -> None:
+        try:
+            await self.process([job], sharing=len(self._inflight))
+        except BackendUnavailable:
+            # the reply could not be written: the job stays pending in the queue and is redelivered
+            log.warning("%s job %s: queue unavailable while replying", self.role, job.job_id, exc_info=True)
+        except Exception:
+            log.exception("%s job %s failed outside the model call", self.role, job.job_id)
+        finally:
+            metrics.INFLIGHT_JOBS.labels(self.role).set(max(0, len(self._inflight) - 1))
 
     async def _heartbeat(self) -> None:
         while True:
@@ -92,7 +136,9 @@ class _BatchWorker(Generic[J]):
                 log.warning("heartbeat failed", exc_info=True)
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
-    async def process(self, jobs: Sequence[J]) -> None:
+    async def process(self, jobs: Sequence[J], sharing: int | None = None) -> None:
+        """Run ``jobs`` as one model call (static batch) or, continuously fed, one job among ``sharing`` in flight
+        (reported as the job's ``batch_size``), and answer each."""
         picked_at = time.time()
         live: list[J] = []
         for job in jobs:
@@ -115,14 +161,15 @@ class _BatchWorker(Generic[J]):
             outcome = "error"
         compute_ms = (time.perf_counter() - started) * 1000
         metrics.MODEL_CALL_SECONDS.labels(self.role).observe(compute_ms / 1000)
-        metrics.BATCH_JOBS.labels(self.role).observe(len(live))
+        batch_size = len(live) if sharing is None else sharing
+        metrics.BATCH_JOBS.labels(self.role).observe(batch_size)
         answers: list[tuple[Job, Result]] = [
             (
                 job,
                 result.model_copy(
                     update={
                         "worker_id": self.worker_id,
-                        "batch_size": len(live),
+                        "batch_size": batch_size,
                         "queue_ms": max(0.0, (picked_at - job.enqueued_at) * 1000),
                         "compute_ms": compute_ms,
                     }
@@ -143,8 +190,22 @@ class _BatchWorker(Generic[J]):
 class PolicyWorker(_BatchWorker[PolicyJob]):
     role: Role = "policy"
 
-    def __init__(self, source: JobSource, backend: PolicyBackend, *, batch_size: int, max_wait_s: float) -> None:
-        super().__init__(source, batch_size=batch_size, max_wait_s=max_wait_s)
+    def __init__(
+        self,
+        source: JobSource,
+        backend: PolicyBackend,
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        max_inflight: int = 64,
+        continuous: bool | None = None,
+    ) -> None:
+        """``continuous``: None feeds an engine backend continuously; False forces static batches."""
+        engine = isinstance(backend, EnginePolicyBackend)
+        continuous = engine if continuous is None else continuous and engine
+        super().__init__(
+            source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
+        )
         self.backend = backend
         self.images = DecodedImageCache(source.get_image)
 
@@ -179,7 +240,12 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
             requests.append(request)
         if requests:
             metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in runnable))
-            outputs: list[list[Candidate]] = await asyncio.to_thread(self.backend.generate, requests)
+            outputs: list[list[Candidate]]
+            if self.continuous and isinstance(self.backend, EnginePolicyBackend):
+                engine = self.backend
+                outputs = list(await asyncio.gather(*(engine.agenerate(r) for r in requests)))
+            else:
+                outputs = await asyncio.to_thread(self.backend.generate, requests)
             metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
             for job, candidates in zip(runnable, outputs, strict=True):
                 results[job.job_id] = PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
@@ -192,8 +258,21 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
 class PrmWorker(_BatchWorker[PrmJob]):
     role: Role = "prm"
 
-    def __init__(self, source: JobSource, scorer: StepScorer, *, batch_size: int, max_wait_s: float) -> None:
-        super().__init__(source, batch_size=batch_size, max_wait_s=max_wait_s)
+    def __init__(
+        self,
+        source: JobSource,
+        scorer: StepScorer,
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        max_inflight: int = 64,
+        continuous: bool | None = None,
+    ) -> None:
+        engine = isinstance(scorer, EngineStepScorer)
+        continuous = engine if continuous is None else continuous and engine
+        super().__init__(
+            source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
+        )
         self.scorer = scorer
 
     async def run_batch(self, jobs: Sequence[PrmJob]) -> list[Result]:
@@ -212,7 +291,12 @@ class PrmWorker(_BatchWorker[PrmJob]):
             requests.append(request)
         if requests:
             metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in runnable))
-            scores = await asyncio.to_thread(self.scorer.score, requests)
+            scores: list[list[list[float]]]
+            if self.continuous and isinstance(self.scorer, EngineStepScorer):
+                engine = self.scorer
+                scores = list(await asyncio.gather(*(engine.ascore(r) for r in requests)))
+            else:
+                scores = await asyncio.to_thread(self.scorer.score, requests)
             for job, s in zip(runnable, scores, strict=True):
                 results[job.job_id] = PrmResult(job_id=job.job_id, request_id=job.request_id, scores=s)
         return [results[job.job_id] for job in jobs]

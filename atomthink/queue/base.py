@@ -85,7 +85,8 @@ class JobSource(Protocol):
     """The worker side: take a batch of jobs, answer each."""
 
     async def take(self, role: Role, max_jobs: int, max_wait_s: float) -> list[Job]:
-        """Up to ``max_jobs`` jobs of ``role``: waits for the first, then up to ``max_wait_s`` to fill the batch.
+        """Up to ``max_jobs`` jobs of ``role``: waits for the first, takes what else is queued, and, when that was
+        more than the first alone (there is load to batch with), waits up to ``max_wait_s`` to fill the batch.
 
         Returns an empty list when nothing came within the poll interval (so callers can check for shutdown).
         """

@@ -80,6 +80,10 @@ class InMemoryStepQueue:
         except TimeoutError:
             return []
         jobs = [first]
+        while len(jobs) < max_jobs and not queue.empty():
+            jobs.append(queue.get_nowait())
+        if len(jobs) == 1:
+            return jobs  # nothing else was queued: no load to batch with, so no wait
         deadline = time.monotonic() + max_wait_s
         while len(jobs) < max_jobs:
             if not queue.empty():

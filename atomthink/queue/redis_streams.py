@@ -234,6 +234,11 @@ class RedisStepQueue:
             jobs = await self._read(role, max_jobs, TAKE_BLOCK_MS)  # a new entry wakes a blocked reader at once
             if not jobs:
                 return []
+        if len(jobs) < max_jobs:
+            more = await self._read(role, max_jobs - len(jobs), None)
+            if not more and len(jobs) == 1:
+                return jobs  # nothing else was queued: no load to batch with, so no wait
+            jobs += more
         # Fill the batch by polling, not with a short BLOCK: Redis expires blocked reads only at its `hz` tick
         # (100 ms by default), so BLOCK 5 would hold every batch for up to 100 ms.
         deadline = time.monotonic() + max_wait_s

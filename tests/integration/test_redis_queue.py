@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ import redis.asyncio
 
 from atomthink.errors import Overloaded
 from atomthink.protocol import JobError, PolicyJob, PolicyResult, PrmJob, PrmResult, SamplingParams
+from atomthink.queue.memory import InMemoryStepQueue
 from atomthink.queue.redis_streams import RedisStepQueue
 from tests.conftest import TEST_REDIS_URL
 
@@ -58,6 +60,32 @@ async def test_a_batch_collects_jobs_from_several_requests(redis_prefix: str) ->
         for job in jobs:
             await worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
         await asyncio.gather(*calls)
+
+
+async def test_a_lone_job_is_not_held_to_fill_a_batch(redis_prefix: str) -> None:
+    """Static batches wait ``max_wait_s`` to fill only when more than one job was queued (there is load); a lone job
+    runs at once. The memory queue follows the same rule."""
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        memory = InMemoryStepQueue()
+        for source, client in ((worker, gateway), (memory, memory)):
+            call = asyncio.create_task(client.call(_job("lone"), timeout_s=10))
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            [job] = await source.take("policy", max_jobs=8, max_wait_s=5.0)
+            assert time.perf_counter() - started < 2.5, "a lone job was held for the fill wait"
+            await source.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
+            await call
+            calls = [asyncio.create_task(client.call(_job(f"r{i}"), timeout_s=10)) for i in range(2)]
+            await asyncio.sleep(0.05)
+            filling = asyncio.create_task(source.take("policy", max_jobs=3, max_wait_s=5.0))
+            await asyncio.sleep(0.3)
+            assert not filling.done(), "two queued jobs: the batch waits to fill"
+            calls.append(asyncio.create_task(client.call(_job("r2"), timeout_s=10)))
+            jobs = await filling
+            assert sorted(j.request_id for j in jobs) == ["r0", "r1", "r2"]
+            await source.reply([(j, PolicyResult(job_id=j.job_id, request_id=j.request_id)) for j in jobs])
+            await asyncio.gather(*calls)
 
 
 async def test_unacknowledged_job_is_redelivered_then_dead_lettered(redis_prefix: str) -> None:

@@ -67,9 +67,28 @@ class WindowedPolicy(Protocol):
 
 
 @runtime_checkable
+class EnginePolicyBackend(PolicyBackend, Protocol):
+    """A policy on an engine that batches by itself (vLLM in process or behind HTTP): the worker hands it one job
+    at a time, keeping up to ``max_inflight`` running, instead of static batches."""
+
+    async def agenerate(self, request: GenerationRequest) -> list[Candidate]:
+        """The candidates of one request; safe to await many times concurrently from the worker's event loop."""
+        ...
+
+
+@runtime_checkable
 class WindowedScorer(Protocol):
     """A PRM backend that knows its context window."""
 
     def fit(self, request: ScoreRequest) -> None:
         """``ContextTooLong`` when a path of ``request`` does not fit."""
+        ...
+
+
+@runtime_checkable
+class EngineStepScorer(StepScorer, Protocol):
+    """A PRM on an engine that batches by itself: scored one job at a time, many in flight."""
+
+    async def ascore(self, request: ScoreRequest) -> list[list[float]]:
+        """Per path, per step scores of one request; safe to await concurrently from the worker's event loop."""
         ...

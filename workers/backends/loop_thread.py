@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 class LoopThread:
-    """``loop = LoopThread("vllm"); result = loop.run(coro); loop.close()``."""
+    """``loop = LoopThread("vllm"); result = loop.run(coro)`` (or ``await loop.arun(coro)``); ``loop.close()``."""
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
@@ -33,6 +33,14 @@ class LoopThread:
         except TimeoutError:
             future.cancel()
             raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Await ``coro`` run on this loop, from another event loop; a timeout or a cancel of the caller cancels it."""
+        if not self._thread.is_alive():
+            coro.close()
+            raise RuntimeError("event loop thread is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
 
     def close(self) -> None:
         """Stop the loop after cancelling what is still running on it; idempotent."""

@@ -176,6 +176,11 @@ class OpenAIPolicy:
         self._calls += 1
         return self._client.run(self._generate_all(requests))
 
+    async def agenerate(self, request: GenerationRequest) -> list[Candidate]:
+        """One request's candidates, awaited from the worker's loop (continuous feeding)."""
+        self._calls += 1
+        return await self._client.arun(self._generate_one(request))
+
     async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
 

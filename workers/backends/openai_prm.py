@@ -102,6 +102,14 @@ class _RemotePrm:
         self._calls += 1
         return self._client.run(self._score_all(requests))
 
+    async def ascore(self, request: ScoreRequest) -> list[list[float]]:
+        """One request's scores, awaited from the worker's loop (continuous feeding); runs on the client's loop."""
+        self._calls += 1
+        return await self._client.arun(self._score_request(request))
+
+    async def _score_request(self, request: ScoreRequest) -> list[list[float]]:
+        return list(await asyncio.gather(*(self._score_path(request.question, path) for path in request.paths)))
+
     async def _score_all(self, requests: Sequence[ScoreRequest]) -> list[list[list[float]]]:
         flat = await asyncio.gather(*(self._score_path(r.question, path) for r in requests for path in r.paths))
         results: list[list[list[float]]] = []

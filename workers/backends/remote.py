@@ -61,6 +61,10 @@ class RemoteClient:
         """Run a coroutine of this client's calls to completion (from any thread but the loop's own)."""
         return self._loop.run(coro)
 
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine of this client's calls from another event loop (the worker's)."""
+        return await self._loop.arun(coro)
+
     async def post(self, url: str, payload: BaseModel, response_type: type[R]) -> R:
         """POST ``payload`` as JSON (unset optional fields left out) and parse the answer as ``response_type``."""
         body = payload.model_dump(mode="json", exclude_none=True)

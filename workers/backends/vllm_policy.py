@@ -41,6 +41,8 @@ def engine_kwargs(settings: Settings, *, multimodal: bool = True) -> dict[str, A
         "enforce_eager": settings.vllm_enforce_eager,
         "seed": 0,
     }
+    if settings.vllm_enable_chunked_prefill is not None:
+        kwargs["enable_chunked_prefill"] = settings.vllm_enable_chunked_prefill
     if settings.vllm_max_model_len is not None:
         kwargs["max_model_len"] = settings.vllm_max_model_len
     if multimodal:
@@ -192,6 +194,12 @@ class VllmPolicy:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         self._calls += 1
         return self._loop.run(self._generate_all(requests), self.timeout_s)
+
+    async def agenerate(self, request: GenerationRequest) -> list[Candidate]:
+        """One request's candidates, awaited from the worker's loop (continuous feeding): the engine request runs
+        on the engine's loop thread and joins the running batch at once."""
+        self._calls += 1
+        return await self._loop.arun(self._generate_one(request), self.timeout_s)
 
     async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
