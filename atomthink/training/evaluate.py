@@ -25,6 +25,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +484,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 sweep[str(k)] = {key: float(np.mean(v)) for key, v in res.items()}
             results["best_of_n"] = sweep
             print("best_of_n", json.dumps(sweep), flush=True)
+            if "adaptive" in modes:
+                results["adaptive"] = _adaptive(args, problems, paths, tokens, per)
     if "beam" in modes and prm is not None:
         paths1 = beam_search(policy, prm, problems, images, temperature=args.temperature)
         results["beam_w2_c3"] = float(
@@ -494,17 +497,41 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _adaptive(
+    args: argparse.Namespace,
+    problems: list[dict[str, Any]],
+    paths: list[list[list[str]]],
+    tokens: list[list[list[int]]] | None,
+    scores: list[list[list[float]]],
+) -> list[dict[str, Any]]:
+    """Fixed N against adaptive votes and pruned best-of-N, replayed by the service's strategies over the paths."""
+    from atomthink.training import adaptive
+
+    if not tokens:
+        raise SystemExit(f"{args.paths} has no per-step token counts: delete it to sample the paths again")
+    rows = adaptive.compare(problems, paths, tokens, scores, sizes=[k for k in (1, 2, 4, 8, 16) if k <= args.best_of])
+    print(adaptive.markdown(rows), flush=True)
+    if args.plot:
+        print("plot", adaptive.plot(rows, Path(args.plot)), flush=True)
+    return [asdict(row) for row in rows]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=None)
     p.add_argument("--prm", default=None)
     p.add_argument("--data", required=True, help="a data-engine directory (problems.jsonl, prm.jsonl, images/)")
     p.add_argument("--n", type=int, default=500)
-    p.add_argument("--modes", default="auroc,read,direct,cot,greedy,quick,bon,beam")
+    p.add_argument(
+        "--modes",
+        default="auroc,read,direct,cot,greedy,quick,bon,beam",
+        help="comma-separated; also adaptive (with bon): fixed N against adaptive votes and pruned best-of-N",
+    )
     p.add_argument("--best-of", type=int, default=8)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--plot", default=None, help="mode adaptive: save accuracy against mean tokens to this PNG")
     p.add_argument(
         "--paths",
         default=None,
