@@ -6,7 +6,7 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service.schemas import Mode, Strategy
+from service.schemas import PATH_LEVEL_STRATEGIES, Mode, Stats, Strategy
 
 CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
@@ -39,6 +39,26 @@ JOB_BATCH_SIZE = Histogram(
     buckets=CANDIDATE_BUCKETS,
 )
 GENERATED_TOKENS = Counter("atomthink_generated_tokens_total", "Tokens generated for solve requests", ["mode"])
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+SOLVE_TOKENS = Histogram(
+    "atomthink_solve_generated_tokens",
+    "Tokens generated per solve, by candidate count (the ceiling for adaptive votes)",
+    ["mode", "strategy", "candidates"],
+    buckets=TOKEN_BUCKETS,
+)
+SOLVE_PATHS = Counter(
+    "atomthink_solve_paths_total", "Whole paths sampled by path-level strategies", ["mode", "strategy"]
+)
+SAVED_PATHS = Counter(
+    "atomthink_saved_paths_total",
+    "Paths not sampled against the candidate ceiling (adaptive votes) or stopped early (pruned best-of-N)",
+    ["mode", "strategy"],
+)
+SAVED_TOKENS = Counter(
+    "atomthink_saved_tokens_total",
+    "Estimated tokens not generated against the candidate ceiling (stats.tokens_saved)",
+    ["mode", "strategy"],
+)
 EXPANDED_NODES = Histogram(
     "atomthink_expanded_nodes",
     "Search-tree nodes expanded per request",
@@ -55,6 +75,17 @@ KEY_RUNNING = Gauge("atomthink_key_running_requests", "Requests running in this 
 QUOTA_REJECTIONS = Counter(
     "atomthink_quota_rejections_total", "Requests refused by a quota, by API key name and quota", ["key", "quota"]
 )
+
+
+def observe_spend(mode: str, strategy: str | None, candidates: int, stats: Stats) -> None:
+    """Count what one solve spent (tokens, paths) and what it saved against its candidate ceiling."""
+    label = strategy or "none"
+    GENERATED_TOKENS.labels(mode).inc(stats.generated_tokens)
+    SOLVE_TOKENS.labels(mode, label, candidate_bucket(candidates)).observe(stats.generated_tokens)
+    if stats.paths is not None:
+        SOLVE_PATHS.labels(mode, label).inc(stats.paths)
+        SAVED_PATHS.labels(mode, label).inc((stats.paths_saved or 0) + (stats.paths_pruned or 0))
+        SAVED_TOKENS.labels(mode, label).inc(stats.tokens_saved or 0)
 
 
 def candidate_bucket(candidates: int) -> str:
@@ -91,6 +122,10 @@ def _export_zeros() -> None:
             SOLVE_REQUESTS.labels(mode, strategy, status)
         for bucket in (1,) if mode != "slow" else CANDIDATE_BUCKETS:
             SOLVE_LATENCY.labels(mode, strategy, str(bucket))
+            SOLVE_TOKENS.labels(mode, strategy, str(bucket))
+    for strategy in PATH_LEVEL_STRATEGIES:
+        for counter in (SOLVE_PATHS, SAVED_PATHS, SAVED_TOKENS):
+            counter.labels("slow", strategy)
 
 
 _export_zeros()

@@ -23,8 +23,19 @@ SLOW_ONLY_FIELDS = (
     "temperature_ramp",
     "max_samples",
     "tie_break",
+    "adaptive",
+    "min_candidates",
+    "wave_size",
+    "stop_votes",
+    "stop_share",
+    "prune_fraction",
+    "prune_interval",
 )
 BEAM_ONLY_FIELDS = ("beam_start", "keep_invalid", "temperature_ramp", "max_samples")
+VOTE_STRATEGIES: tuple[Strategy, ...] = ("majority", "weighted_majority")
+ADAPTIVE_FIELDS = ("min_candidates", "wave_size", "stop_votes", "stop_share")
+"""Parameters of the adaptive vote's stopping rule: they need ``adaptive: true``."""
+PRUNE_FIELDS = ("prune_fraction", "prune_interval")
 
 
 def _field_error(field: str, message: str) -> PydanticCustomError:
@@ -84,6 +95,42 @@ class SolveParams(BaseModel):
         description="slow majority: a tie goes to the answer sampled first (default, no PRM call) or to the "
         "best-scored path (PRM scores every path).",
     )
+    adaptive: bool | None = Field(
+        None,
+        description="slow majority/weighted_majority: sample paths in waves and stop once the leading answer is safe "
+        "or certain (stop_votes, stop_share); candidates is then the ceiling (default false).",
+    )
+    min_candidates: int | None = Field(
+        None, ge=1, le=64, description="adaptive votes: paths in the first wave, before any stop (default 4)."
+    )
+    wave_size: int | None = Field(None, ge=1, le=64, description="adaptive votes: paths per later wave (default 2).")
+    stop_votes: int | None = Field(
+        None, ge=1, le=64, description="adaptive votes: paths the leader needs for the certainty stop (default 3)."
+    )
+    stop_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="adaptive votes: share of the votes (of the PRM weight in weighted_majority) the leader needs "
+        "for the certainty stop (default 0.75).",
+    )
+    prune_fraction: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="slow best_of_n: fraction of the open paths stopped at each pruning check, lowest partial PRM "
+        "score first (default 0: no pruning).",
+    )
+    prune_interval: int | None = Field(
+        None, ge=1, le=50, description="slow best_of_n: steps between pruning checks (default 2)."
+    )
+    max_thinking_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Generated tokens over all candidates: no policy call starts once they are spent, and the best "
+        "path so far comes back (truncated: true).",
+    )
     max_steps: int = Field(20, ge=1, le=50, description="Most atomic steps per path.")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
@@ -113,6 +160,16 @@ class SolveParams(BaseModel):
             for name in ("beam_width", *BEAM_ONLY_FIELDS):
                 if getattr(self, name) is not None:
                     raise _field_error(name, f"{name} does not apply to strategy {self.strategy!r}")
+        if self.adaptive is not None and self.strategy not in VOTE_STRATEGIES:
+            raise _field_error("adaptive", "adaptive applies to strategies 'majority' and 'weighted_majority' only")
+        for name in ADAPTIVE_FIELDS:
+            if getattr(self, name) is not None and not self.adaptive:
+                raise _field_error(name, f"{name} applies with adaptive: true only")
+        if self.min_candidates is not None and self.min_candidates > self.resolved_candidates:
+            raise _field_error("min_candidates", "min_candidates cannot exceed candidates (the ceiling)")
+        for name in PRUNE_FIELDS:
+            if getattr(self, name) is not None and self.strategy != "best_of_n":
+                raise _field_error(name, f"{name} applies to strategy 'best_of_n' only")
         if self.tie_break is not None and self.strategy != "majority":
             raise _field_error("tie_break", "tie_break applies to strategy 'majority' only")
         if self.choices is not None and any(not c.strip() or len(c) > 1000 for c in self.choices):
@@ -158,6 +215,20 @@ class Stats(BaseModel):
     prm_calls: int
     generated_tokens: int
     expanded_nodes: int
+    paths: int | None = Field(None, description="Path-level strategies: whole paths sampled.")
+    paths_ceiling: int | None = Field(None, description="Path-level strategies: the candidates asked for.")
+    paths_saved: int | None = Field(None, description="Path-level strategies: paths never sampled (ceiling - paths).")
+    paths_pruned: int | None = Field(None, description="best_of_n: paths stopped early by pruning.")
+    tokens_saved: int | None = Field(
+        None,
+        description="Path-level strategies: estimated tokens not generated against the ceiling: the mean tokens of "
+        "a sampled path times the paths saved, plus what pruned paths would have needed to reach that mean.",
+    )
+    stop_reason: Literal["safe", "certain", "ceiling"] | None = Field(
+        None,
+        description="Adaptive votes: the leader could not be overtaken, met the certainty rule, or the "
+        "ceiling was reached.",
+    )
 
 
 class Timings(BaseModel):

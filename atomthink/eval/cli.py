@@ -99,6 +99,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument("--aggregation", type=_choices(AGGREGATIONS), help="slow: comma list of min,last,mean,prod")
     runs.add_argument("--candidates", type=_ints, help="slow: candidate counts to sweep, e.g. 1,2,4,8")
     runs.add_argument("--beam-width", type=int, help="slow beam: beams kept per depth (default 2)")
+    runs.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="slow majority/weighted_majority: also run each adaptively (candidates as the ceiling) at every "
+        "candidate count above 4",
+    )
+    runs.add_argument(
+        "--prune-fraction",
+        type=float,
+        help="slow best_of_n: also run each with this pruning fraction (every 2 steps) at every candidate count "
+        "above 4",
+    )
     runs.add_argument("--max-steps", type=int, default=20, help="most atomic steps per path (default 20)")
     runs.add_argument("--temperature", type=float, help="sampling temperature (default: the server's)")
     runs.add_argument("--deadline-ms", type=int, help="per-solve deadline; the best answer so far is graded")
@@ -161,6 +173,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             cast(list[AggregationName | None], args.aggregation or [None]),
             cast(list[int | None], args.candidates or [None]),
             args.beam_width,
+            adaptive=args.adaptive,
+            prune_fraction=args.prune_fraction,
         )
     plan.capabilities = plan.capabilities or args.capabilities
     return plan

@@ -34,6 +34,10 @@ STRATEGY_LABELS = {
 }
 AGGREGATION_CURVES: tuple[Strategy, ...] = ("best_of_n", "weighted_majority")
 """Strategies whose rows and scaling curves are one per aggregation (it picks their answer, not just ties)."""
+VOTES: tuple[Strategy, ...] = ("majority", "weighted_majority")
+ADAPTIVE_ABOVE = 4
+"""``--adaptive`` and ``--prune-fraction`` add runs only above this many candidates (the service's
+``min_candidates``: at or below it an adaptive vote is the fixed one)."""
 PAPER_BEAM_WIDTH = 2
 PAPER_BEAM_CANDIDATES = 3
 
@@ -47,6 +51,10 @@ class RunConfig:
     aggregation: AggregationName | None = None
     candidates: int | None = None
     beam_width: int | None = None
+    adaptive: bool = False
+    """Votes: sampled in waves with the service's stopping rule, ``candidates`` as the ceiling."""
+    prune_fraction: float | None = None
+    """Best-of-N: the fraction of open paths pruned every 2 steps (the service's default interval)."""
 
     @staticmethod
     def make(
@@ -55,6 +63,8 @@ class RunConfig:
         aggregation: AggregationName | None = None,
         candidates: int | None = None,
         beam_width: int | None = None,
+        adaptive: bool = False,
+        prune_fraction: float | None = None,
     ) -> RunConfig:
         """A canonical config: slow-only fields resolved to the service's defaults, dropped for other modes."""
         if mode != "slow":
@@ -62,14 +72,25 @@ class RunConfig:
         strategy = strategy or "beam"
         aggregation = aggregation or ("last" if strategy in ("beam", "greedy") else "min")
         width = (beam_width or PAPER_BEAM_WIDTH) if strategy == "beam" else None
-        return RunConfig(mode, strategy, aggregation, candidates or PAPER_BEAM_CANDIDATES, width)
+        n = candidates or PAPER_BEAM_CANDIDATES
+        adaptive = adaptive and strategy in VOTES
+        prune = prune_fraction if strategy == "best_of_n" and prune_fraction else None
+        return RunConfig(mode, strategy, aggregation, n, width, adaptive, prune)
 
     @property
     def key(self) -> str:
         if self.mode != "slow":
             return self.mode
         key = f"slow-{self.strategy}-{self.aggregation}-n{self.candidates}"
-        return key + (f"-w{self.beam_width}" if self.beam_width else "")
+        key += f"-w{self.beam_width}" if self.beam_width else ""
+        key += "-adaptive" if self.adaptive else ""
+        return key + (f"-prune{self.prune_fraction:g}" if self.prune_fraction else "")
+
+    @property
+    def _variant(self) -> str:
+        if self.adaptive:
+            return ", adaptive"
+        return f", pruned {self.prune_fraction:g}" if self.prune_fraction else ""
 
     @property
     def label(self) -> str:
@@ -81,7 +102,7 @@ class RunConfig:
             name += f" ({self.aggregation})"
         if self.strategy == "beam":
             return f"{name} (N={self.candidates}, width {self.beam_width})"
-        return f"{name} (N={self.candidates})"
+        return f"{name} (N={self.candidates}{self._variant})"
 
     @property
     def mode_label(self) -> str:
@@ -94,7 +115,9 @@ class RunConfig:
     def curve(self) -> str:
         """The scaling curve this config is a point of (strategy, and aggregation where it is chosen)."""
         if self.strategy in AGGREGATION_CURVES:
-            return f"{STRATEGY_LABELS[self.strategy]} ({self.aggregation})"
+            return f"{STRATEGY_LABELS[self.strategy]} ({self.aggregation}{self._variant})"
+        if self.adaptive:
+            return f"{STRATEGY_LABELS['majority']} (adaptive)"
         if self.strategy == "beam":
             return f"{STRATEGY_LABELS['beam']} (width {self.beam_width})"
         return STRATEGY_LABELS.get(self.strategy or "", MODE_LABELS[self.mode])
@@ -121,6 +144,8 @@ class RunConfig:
             temperature=temperature,
             seed=seed,
             deadline_ms=deadline_ms,
+            adaptive=True if self.adaptive else None,
+            prune_fraction=self.prune_fraction,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -131,6 +156,8 @@ class RunConfig:
             "aggregation": self.aggregation,
             "candidates": self.candidates,
             "beam_width": self.beam_width,
+            "adaptive": self.adaptive,
+            "prune_fraction": self.prune_fraction,
         }
 
     @staticmethod
@@ -141,6 +168,8 @@ class RunConfig:
             cast(AggregationName | None, record.get("aggregation")),
             cast(int | None, record.get("candidates")),
             cast(int | None, record.get("beam_width")),
+            bool(record.get("adaptive")),
+            cast(float | None, record.get("prune_fraction")),
         )
 
 
@@ -192,9 +221,13 @@ def custom_plan(
     aggregations: Sequence[AggregationName | None],
     candidates: Sequence[int | None],
     beam_width: int | None = None,
+    *,
+    adaptive: bool = False,
+    prune_fraction: float | None = None,
 ) -> Plan:
     """Every combination of the flags; slow runs also fill the strategy table and, across candidate counts, the
-    scaling curves."""
+    scaling curves. ``adaptive`` adds an adaptive run of each vote, ``prune_fraction`` a pruned run of each
+    best-of-N, at every candidate count above ``ADAPTIVE_ABOVE``."""
     runs: list[RunConfig] = []
     for mode in modes:
         if mode != "slow":
@@ -202,6 +235,11 @@ def custom_plan(
             continue
         for strategy, agg, n in itertools.product(strategies or ("beam",), aggregations or (None,), candidates):
             runs.append(RunConfig.make(mode, strategy, agg, n, beam_width))
+            if (n or PAPER_BEAM_CANDIDATES) > ADAPTIVE_ABOVE:
+                if adaptive and strategy in VOTES:
+                    runs.append(RunConfig.make(mode, strategy, agg, n, adaptive=True))
+                if prune_fraction and strategy == "best_of_n":
+                    runs.append(RunConfig.make(mode, strategy, agg, n, prune_fraction=prune_fraction))
     runs = list(dict.fromkeys(runs))
     slow = [r for r in runs if r.mode == "slow"]
     many_n = len({r.candidates for r in slow}) > 1

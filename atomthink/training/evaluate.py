@@ -25,6 +25,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ class Policy:
         temperature: float,
         max_new_tokens: int = 48,
         stop_at_step: bool = True,
+        token_counts: list[int] | None = None,
     ) -> list[str]:
+        """Sampled continuations; ``token_counts``, when given, gets each one's generated token count."""
         out: list[str] = []
         tok = self.processor.tokenizer
         for i in range(0, len(prompts), self.batch_size):
@@ -91,6 +94,8 @@ class Policy:
             for row in new:
                 ids = [t for t in row.tolist() if t != self.pad_id]
                 self.generated_tokens += len(ids)
+                if token_counts is not None:
+                    token_counts.append(len(ids))
                 text = tok.decode(ids, skip_special_tokens=True)
                 out.append(text.split(TINY_STEP_DELIMITER)[0].strip() if stop_at_step else text.strip())
         return out
@@ -216,25 +221,34 @@ def complete_paths(
     temperature: float,
     max_depth: int = 12,
     retries: int = 3,
+    tokens: list[list[int]] | None = None,
 ) -> list[list[str]]:
     """QuickThink from given prefixes: for each ``(problem index, steps so far)`` one path, one sampled atomic step
-    per call (all paths batched), invalid steps resampled, until a final step or ``max_depth`` steps."""
+    per call (all paths batched), invalid steps resampled, until a final step or ``max_depth`` steps.
+
+    ``tokens``, when given, is filled with the tokens each new step of each path took to generate (its resamples
+    included)."""
     paths = [list(prefix) for _, prefix in starts]
+    spent: list[list[int]] = [[] for _ in paths]
     owner = [i for i, _ in starts]
     active = [k for k, path in enumerate(paths) if not (path and is_final(path[-1])) and len(path) < max_depth]
     while active:
         pending = list(active)
         chosen: dict[int, str] = {}
+        step_tokens = dict.fromkeys(active, 0)
         for attempt in range(retries + 1):
             if not pending:
                 break
+            counts: list[int] = []
             outs = policy.generate(
                 [images[owner[k]] for k in pending],
                 [TINY.render("step", _question(problems[owner[k]]), paths[k]) for k in pending],
                 temperature,
+                token_counts=counts,
             )
             still = []
-            for k, step in zip(pending, outs, strict=True):
+            for k, step, count in zip(pending, outs, counts, strict=True):
+                step_tokens[k] += count
                 prev = paths[k][-1] if paths[k] else None
                 if invalid_reason(step, prev) is None or attempt == retries:
                     chosen[k] = step
@@ -243,7 +257,10 @@ def complete_paths(
             pending = still
         for k in active:
             paths[k].append(chosen[k])
+            spent[k].append(step_tokens[k])
         active = [k for k in active if not is_final(paths[k][-1]) and len(paths[k]) < max_depth]
+    if tokens is not None:
+        tokens[:] = spent
     return paths
 
 
@@ -255,10 +272,14 @@ def sample_paths(
     temperature: float,
     max_depth: int = 12,
     retries: int = 3,
+    tokens: list[list[list[int]]] | None = None,
 ) -> list[list[list[str]]]:
-    """QuickThink paths: ``n`` independent ones per problem."""
+    """QuickThink paths: ``n`` independent ones per problem; ``tokens``, when given, gets each step's tokens."""
     starts: list[tuple[int, Sequence[str]]] = [(i, []) for i in range(len(problems)) for _ in range(n)]
-    flat = complete_paths(policy, problems, images, starts, temperature, max_depth, retries)
+    spent: list[list[int]] = []
+    flat = complete_paths(policy, problems, images, starts, temperature, max_depth, retries, tokens=spent)
+    if tokens is not None:
+        tokens[:] = [spent[i * n : (i + 1) * n] for i in range(len(problems))]
     return [flat[i * n : (i + 1) * n] for i in range(len(problems))]
 
 
@@ -326,14 +347,21 @@ def _paths_meta(args: argparse.Namespace) -> dict[str, Any]:
     return {**{k: getattr(args, k) for k in _PATHS_ARGS}, "policy_weights": weights_fingerprint(args.policy)}
 
 
-def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: list[list[list[str]]]) -> None:
-    """Write the sampled QuickThink paths with what made them and the RNG state after sampling."""
+def save_paths(
+    args: argparse.Namespace,
+    problems: list[dict[str, Any]],
+    paths: list[list[list[str]]],
+    tokens: list[list[list[int]]],
+) -> None:
+    """Write the sampled QuickThink paths (and the tokens each of their steps took) with what made them and the
+    RNG state after sampling."""
     Path(args.paths).write_text(
         json.dumps(
             {
                 **_paths_meta(args),
                 "ids": [p["id"] for p in problems],
                 "paths": paths,
+                "tokens": tokens,
                 "rng_state": torch.get_rng_state().tolist(),
             }
         )
@@ -341,10 +369,12 @@ def save_paths(args: argparse.Namespace, problems: list[dict[str, Any]], paths: 
     )
 
 
-def load_paths(args: argparse.Namespace, problems: list[dict[str, Any]], per_problem: int) -> list[list[list[str]]]:
+def load_paths(
+    args: argparse.Namespace, problems: list[dict[str, Any]], per_problem: int
+) -> tuple[list[list[list[str]]], list[list[list[int]]] | None]:
     """Paths saved by an earlier run with the same policy (path and weights), data, problems, samples, temperature
     and seed, with the torch RNG put back where sampling left it, so later modes (beam) draw what they would have
-    drawn."""
+    drawn; with the tokens of every step where the file has them."""
     saved = json.loads(Path(args.paths).read_text())
     wrong = [k.replace("_", " ") for k, v in _paths_meta(args).items() if saved.get(k) != v]
     ids = [p["id"] for p in problems]
@@ -356,7 +386,7 @@ def load_paths(args: argparse.Namespace, problems: list[dict[str, Any]], per_pro
         )
     torch.set_rng_state(torch.tensor(saved["rng_state"], dtype=torch.uint8))
     paths: list[list[list[str]]] = saved["paths"]
-    return paths
+    return paths, saved.get("tokens")
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -412,14 +442,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     n = args.best_of
     if "quick" in modes or "bon" in modes:
         per_problem = n if "bon" in modes else 1
+        tokens: list[list[list[int]]] | None = []
         if args.paths and Path(args.paths).exists():
-            paths = load_paths(args, problems, per_problem)
+            paths, tokens = load_paths(args, problems, per_problem)
         else:
             t = time.time()
-            paths = sample_paths(policy, problems, images, per_problem, args.temperature)
+            paths = sample_paths(policy, problems, images, per_problem, args.temperature, tokens=tokens)
             results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
             if args.paths:
-                save_paths(args, problems, paths)
+                save_paths(args, problems, paths, tokens or [])
         correct = np.array([[_correct(p, _final(path)) for path in ps] for p, ps in zip(problems, paths, strict=True)])
         results["quick"] = float(correct.mean())  # every sample is one independent QuickThink run
         results["quick_first_sample"] = float(correct[:, 0].mean())
@@ -453,6 +484,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 sweep[str(k)] = {key: float(np.mean(v)) for key, v in res.items()}
             results["best_of_n"] = sweep
             print("best_of_n", json.dumps(sweep), flush=True)
+            if "adaptive" in modes:
+                results["adaptive"] = _adaptive(args, problems, paths, tokens, per)
     if "beam" in modes and prm is not None:
         paths1 = beam_search(policy, prm, problems, images, temperature=args.temperature)
         results["beam_w2_c3"] = float(
@@ -464,17 +497,41 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _adaptive(
+    args: argparse.Namespace,
+    problems: list[dict[str, Any]],
+    paths: list[list[list[str]]],
+    tokens: list[list[list[int]]] | None,
+    scores: list[list[list[float]]],
+) -> list[dict[str, Any]]:
+    """Fixed N against adaptive votes and pruned best-of-N, replayed by the service's strategies over the paths."""
+    from atomthink.training import adaptive
+
+    if not tokens:
+        raise SystemExit(f"{args.paths} has no per-step token counts: delete it to sample the paths again")
+    rows = adaptive.compare(problems, paths, tokens, scores, sizes=[k for k in (1, 2, 4, 8, 16) if k <= args.best_of])
+    print(adaptive.markdown(rows), flush=True)
+    if args.plot:
+        print("plot", adaptive.plot(rows, Path(args.plot)), flush=True)
+    return [asdict(row) for row in rows]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=None)
     p.add_argument("--prm", default=None)
     p.add_argument("--data", required=True, help="a data-engine directory (problems.jsonl, prm.jsonl, images/)")
     p.add_argument("--n", type=int, default=500)
-    p.add_argument("--modes", default="auroc,read,direct,cot,greedy,quick,bon,beam")
+    p.add_argument(
+        "--modes",
+        default="auroc,read,direct,cot,greedy,quick,bon,beam",
+        help="comma-separated; also adaptive (with bon): fixed N against adaptive votes and pruned best-of-N",
+    )
     p.add_argument("--best-of", type=int, default=8)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--plot", default=None, help="mode adaptive: save accuracy against mean tokens to this PNG")
     p.add_argument(
         "--paths",
         default=None,

@@ -3,7 +3,8 @@
 
 Two dashboards, both on the provisioned Prometheus datasource (uid ``prometheus``):
 
-- ``atomthink.json``: solve latency p50/p95/p99 against candidate count per mode and strategy, throughput, errors
+- ``atomthink.json``: solve latency p50/p95/p99 and generated tokens per solve against candidate count per mode and
+  strategy, paths sampled and saved by adaptive votes and pruning, throughput, errors
   and 429s, queue depth and pick-up time, redeliveries and dead letters, batch sizes, policy versus PRM time.
 - ``vllm.json``: vLLM's own metrics (KV cache usage, waiting requests, time to first token, ...).
 
@@ -241,6 +242,42 @@ def atomthink_dashboard() -> dict[str, Any]:
         Row("Solve latency against candidate count"),
         *latency,
         _latency_table(),
+        Row("Compute per solve: tokens and paths against candidate count"),
+        Panel(
+            "Generated tokens per solve by candidate count (mean)",
+            [mean("atomthink_solve_generated_tokens", "mode, strategy, candidates", SOLVES, solve_legend)],
+            width=8,
+            description="Tokens a solve generated over all its candidates, per mode, strategy and candidate-count "
+            "bucket (the ceiling for adaptive votes): adaptive votes and pruning bend this curve down.",
+        ),
+        Panel(
+            "Generated tokens per solve by candidate count (p50 / p95)",
+            quantiles(
+                "atomthink_solve_generated_tokens", "mode, strategy, candidates", SOLVES, solve_legend, qs=(0.5, 0.95)
+            ),
+            width=8,
+        ),
+        Panel(
+            "Paths sampled and saved (/s)",
+            [
+                Target(
+                    f"sum by (strategy) (rate(atomthink_solve_paths_total{{{SOLVES}}}[{RATE}]))", "{{strategy}} sampled"
+                ),
+                Target(
+                    f"sum by (strategy) (rate(atomthink_saved_paths_total{{{SOLVES}}}[{RATE}]))", "{{strategy}} saved"
+                ),
+                Target(
+                    f"sum(rate(atomthink_saved_tokens_total{{{SOLVES}}}[{RATE}]))"
+                    f" / (sum(rate(atomthink_saved_tokens_total{{{SOLVES}}}[{RATE}]))"
+                    f' + sum(rate(atomthink_generated_tokens_total{{mode="slow"}}[{RATE}])))',
+                    "share of slow tokens saved (estimate)",
+                ),
+            ],
+            width=8,
+            description="Path-level strategies: whole paths sampled, and paths saved against the candidate ceiling "
+            "(adaptive votes stop early, pruned best-of-N stops paths); the share is the estimated tokens saved "
+            "over those plus the slow tokens generated.",
+        ),
         Row("Traffic, errors and 429s"),
         Panel(
             "Throughput (solves/s)",

@@ -13,12 +13,12 @@ from atomthink.prompts import PromptPreset, format_question, resolve_prompt_pres
 from atomthink.protocol import PromptKind, SamplingParams, new_id
 from atomthink.queue.base import JobClient
 from atomthink.settings import Settings
-from atomthink.steps import extract_answer, get_step_rules
+from atomthink.steps import get_step_rules
 from service import metrics
 from service.events import EventSink
 from service.orchestrator import strategies
-from service.orchestrator.expander import QueueExpander, SamplingDefaults
-from service.orchestrator.strategies import SearchConfig, SearchOutcome
+from service.orchestrator.expander import ExpansionStats, QueueExpander, SamplingDefaults
+from service.orchestrator.strategies import SearchConfig, SearchOutcome, StepExpander
 from service.orchestrator.tree import SearchTree
 from service.schemas import SolveParams, SolveResponse, Stats, Step, Timings, TreeNode
 
@@ -117,29 +117,33 @@ class Solver:
         budget_s = settings.request_timeout_s
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)
+        budgeted = strategies.TokenBudget(expander, params.max_thinking_tokens)
         truncated = False
         completed = False
         try:
             async with asyncio.timeout(budget_s):
-                outcome = await self._run_strategy(params, expander, tree, config)
-            completed = True
+                search = self._run_strategy(params, budgeted, tree, config)
+                outcome, truncated = await strategies.within_budget(search, tree, config)
+            completed = not truncated
         except TimeoutError:
             truncated = True
-            outcome = _best_so_far(tree, config)
+            outcome = strategies.best_so_far(tree, config)
         except ContextTooLong:
             if not tree.nodes:  # the first prompt itself cannot fit: the request is refused (400)
                 raise
             truncated = True  # the history outgrew a context window: stop with the best path so far
-            outcome = _best_so_far(tree, config)
+            outcome = strategies.best_so_far(tree, config)
         finally:
             if not completed:  # a finished strategy awaited every job it sent: nothing is left to cancel
                 await self.client.cancel(request_id)
-        metrics.GENERATED_TOKENS.labels(params.mode).inc(expander.stats.generated_tokens)
+        response = _response(request_id, params, outcome, tree, expander, truncated, started)
+        metrics.observe_spend(params.mode, params.resolved_strategy, params.resolved_candidates, response.stats)
         metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
-        return _response(request_id, params, outcome, tree, expander, truncated, started)
+        return response
 
     def _search_defaults(self, params: SolveParams) -> dict[str, Any]:
-        """Beam and vote knobs: the request's where it gives them, else the prompt preset's."""
+        """Beam, vote and pruning knobs: the request's where it gives them, else the prompt preset's (beam) or the
+        search defaults (``SearchConfig``)."""
         preset = self.preset.search
         return {
             "beam_start": _first(params.beam_start, preset.beam_start),
@@ -148,6 +152,16 @@ class Solver:
             "ramp_cap": preset.ramp_cap,
             "max_samples": params.max_samples if params.max_samples is not None else preset.max_samples,
             "tie_break": _first(params.tie_break, "first"),
+            "adaptive": bool(params.adaptive),
+            "min_candidates": min(
+                _first(params.min_candidates, SearchConfig.min_candidates), params.resolved_candidates
+            ),
+            "wave_size": _first(params.wave_size, SearchConfig.wave_size),
+            "stop_votes": _first(params.stop_votes, SearchConfig.stop_votes),
+            "stop_share": _first(params.stop_share, SearchConfig.stop_share),
+            "prune_fraction": _first(params.prune_fraction, SearchConfig.prune_fraction),
+            "prune_interval": _first(params.prune_interval, SearchConfig.prune_interval),
+            "max_thinking_tokens": params.max_thinking_tokens,
         }
 
     def _check_first_prompt(self, params: SolveParams, question: str, has_image: bool) -> None:
@@ -160,7 +174,7 @@ class Solver:
         self.limits.check(kind, question, has_image, sampling, scored=params.mode == "slow")
 
     async def _run_strategy(
-        self, params: SolveParams, expander: QueueExpander, tree: SearchTree, config: SearchConfig
+        self, params: SolveParams, expander: StepExpander, tree: SearchTree, config: SearchConfig
     ) -> SearchOutcome:
         if params.mode in ("direct", "cot"):
             return await strategies.one_shot(expander, tree, config, params.mode)
@@ -179,12 +193,6 @@ class Solver:
 def _first(*values: Any) -> Any:
     """The first value that is set (request, then settings, then the prompt preset)."""
     return next(v for v in values if v is not None)
-
-
-def _best_so_far(tree: SearchTree, config: SearchConfig) -> SearchOutcome:
-    leaf = tree.best or tree.root
-    answer = extract_answer(leaf.text, config.choices or None) if leaf.final else None
-    return SearchOutcome(leaf, answer, final=leaf.final)
 
 
 def _response(
@@ -210,12 +218,7 @@ def _response(
         aggregation=params.resolved_aggregation,
         votes=outcome.votes,
         vote_weights=outcome.vote_weights,
-        stats=Stats(
-            policy_calls=stats.policy_calls,
-            prm_calls=stats.prm_calls,
-            generated_tokens=stats.generated_tokens,
-            expanded_nodes=len(tree.nodes),
-        ),
+        stats=_stats(params, outcome, tree, stats),
         timings_ms=Timings(
             total=round((time.perf_counter() - started) * 1000, 3),
             policy=round(stats.policy_clock.total_s * 1000, 3),
@@ -237,4 +240,28 @@ def _response(
         ]
         if params.return_tree
         else None,
+    )
+
+
+def _stats(params: SolveParams, outcome: SearchOutcome, tree: SearchTree, stats: ExpansionStats) -> Stats:
+    """Calls and tokens spent; for path-level strategies also paths spent and saved against the ceiling."""
+    spent = Stats(
+        policy_calls=stats.policy_calls,
+        prm_calls=stats.prm_calls,
+        generated_tokens=stats.generated_tokens,
+        expanded_nodes=len(tree.nodes),
+    )
+    if outcome.paths is None:
+        return spent
+    ceiling = params.resolved_candidates
+    tokens_per_step = stats.generated_tokens / max(1, len(tree.nodes))
+    return spent.model_copy(
+        update={
+            "paths": outcome.paths,
+            "paths_ceiling": ceiling,
+            "paths_saved": max(0, ceiling - outcome.paths),
+            "paths_pruned": outcome.pruned,
+            "tokens_saved": round(outcome.steps_saved * tokens_per_step),
+            "stop_reason": outcome.stop_reason,
+        }
     )

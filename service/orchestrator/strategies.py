@@ -6,8 +6,9 @@ Every strategy keeps ``tree.best`` up to date, so a deadline can return the best
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -49,6 +50,27 @@ class SearchConfig:
     """Beam: no new depth starts once this many candidates were drawn."""
     tie_break: Literal["first", "prm"] = "first"
     """Majority: a tie goes to the answer sampled first (OpenR, no PRM call) or to the best-scored path."""
+    adaptive: bool = False
+    """Votes: sample paths in waves and stop as soon as ``vote_stop`` says so; ``candidates`` is the ceiling."""
+    min_candidates: int = 4
+    """Adaptive votes: paths in the first wave (no stop is considered before them)."""
+    wave_size: int = 2
+    """Adaptive votes: paths in each later wave."""
+    stop_votes: int = 3
+    """Adaptive votes, certainty rule: the leader needs at least this many paths ..."""
+    stop_share: float = 0.75
+    """... and at least this share of the votes cast (of the summed weight in a weighted vote)."""
+    prune_fraction: float = 0.0
+    """Best-of-N: every ``prune_interval`` rounds, stop this fraction (rounded down) of the open paths, the
+    lowest-scored by their partial aggregated PRM score; 0 prunes nothing."""
+    prune_interval: int = 2
+    """Best-of-N: rounds (steps) between two pruning checks."""
+    max_thinking_tokens: int | None = None
+    """Every strategy: no policy call starts once the request has generated this many tokens (``TokenBudget``)."""
+
+
+SearchStrategy = Callable[[StepExpander, SearchTree, SearchConfig], Awaitable["SearchOutcome"]]
+"""What ``quick``, ``beam``, ``best_of_n``, ``majority`` and ``weighted_majority`` are."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,61 @@ class SearchOutcome:
     final: bool
     votes: dict[str, int] | None = None
     vote_weights: dict[str, float] | None = None
+    paths: int | None = None
+    """Path-level strategies: whole paths sampled (``candidates`` is the ceiling)."""
+    pruned: int = 0
+    """Best-of-N: paths stopped early by pruning."""
+    stop_reason: StopReason | None = None
+    """Adaptive votes: why sampling stopped."""
+    steps_saved: float = 0.0
+    """Path-level strategies: an estimate of the steps not generated against the ceiling (``steps_saved``)."""
+
+
+StopReason = Literal["safe", "certain", "ceiling"]
+
+
+class ThinkingBudgetExhausted(Exception):
+    """The request's ``max_thinking_tokens`` is spent: the search ends with its best path so far."""
+
+
+class TokenBudget:
+    """A ``StepExpander`` that counts the tokens it generates and refuses to start a policy call once ``limit`` are
+    spent. A call in flight finishes, so the spend can pass the limit by at most one round of calls."""
+
+    def __init__(self, inner: StepExpander, limit: int | None) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.spent = 0
+
+    async def propose(
+        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+    ) -> list[Candidate]:
+        if self.limit is not None and self.spent >= self.limit:
+            raise ThinkingBudgetExhausted(f"{self.spent} tokens generated, budget {self.limit}")
+        candidates = await self.inner.propose(steps, n, kind=kind, temperature=temperature)
+        self.spent += sum(c.num_tokens for c in candidates)
+        return candidates
+
+    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+        return await self.inner.score(paths)
+
+
+def best_so_far(tree: SearchTree, config: SearchConfig) -> SearchOutcome:
+    """What a search cut short (deadline or token budget) returns: the path the strategy last marked best."""
+    leaf = tree.best or tree.root
+    answer = extract_answer(leaf.text, config.choices or None) if leaf.final else None
+    return SearchOutcome(leaf, answer, final=leaf.final)
+
+
+async def within_budget(
+    search: Awaitable[SearchOutcome], tree: SearchTree, config: SearchConfig
+) -> tuple[SearchOutcome, bool]:
+    """Run a search over a ``TokenBudget`` expander: its outcome, or the best path so far and ``True`` (truncated)
+    when the budget ran out."""
+    try:
+        return await search, False
+    except ThinkingBudgetExhausted:
+        return best_so_far(tree, config), True
 
 
 def _answer_of(text: str, config: SearchConfig) -> str:
@@ -166,28 +243,76 @@ async def beam(expander: StepExpander, tree: SearchTree, config: SearchConfig) -
     return await _fallback_answer(expander, tree.best or tree.root, config)
 
 
+def _mark_best(tree: SearchTree, leaves: Sequence[Node], pruned: set[int] | frozenset[int] = frozenset()) -> None:
+    """Select the paths still sampled (a selection event) and the best path so far: the first to finish, else the
+    first path's current step."""
+    best = tree.best
+    if best is None or not best.final:
+        best = next((leaf for leaf in leaves if leaf.final), leaves[0])
+    tree.select([leaf for i, leaf in enumerate(leaves) if i not in pruned], best=best)
+
+
+def prune_choice(partial_scores: Sequence[Sequence[float]], fraction: float, how: Aggregation) -> list[int]:
+    """Which open paths pruning stops: the ``floor(fraction * len)`` lowest by aggregated partial score (on a tie
+    the later-sampled path goes first, as earlier samples win ties elsewhere), as indices in sampling order."""
+    k = math.floor(fraction * len(partial_scores) + 1e-9)
+    order = sorted(range(len(partial_scores)), key=lambda i: (aggregate(partial_scores[i], how), -i))
+    return sorted(order[:k])
+
+
 async def _rollouts(
-    expander: StepExpander, tree: SearchTree, config: SearchConfig, *, score: bool = True
-) -> list[Node]:
-    """Sample ``candidates`` whole paths in lockstep: all open paths advance one step per round; then one PRM call
-    scores every path (unless ``score`` is False)."""
-    first = await expander.propose([], config.candidates, temperature=config.temperature)
+    expander: StepExpander,
+    tree: SearchTree,
+    config: SearchConfig,
+    *,
+    n: int | None = None,
+    score: bool = True,
+    prune: bool = False,
+) -> tuple[list[Node], set[int]]:
+    """Sample ``n`` (default ``candidates``) whole paths in lockstep: all open paths advance one step per round; then
+    one PRM call scores every path not yet scored to its end (unless ``score`` is False).
+
+    With ``prune`` and a ``prune_fraction``, after every ``prune_interval`` rounds one PRM call scores the open
+    paths and ``prune_choice`` stops the lowest-scored of them (speculative rejection, Sun et al., 2024): they keep
+    their partial scores and rank after every finished path. Returns the leaves and the indices of the pruned.
+    """
+    first = await expander.propose([], n or config.candidates, temperature=config.temperature)
     leaves = [tree.add(tree.root, c.text, judge=False) for c in first]
-    tree.select(leaves, best=next((leaf for leaf in leaves if leaf.final), leaves[0]))
-    for _ in range(config.max_steps - 1):
-        open_leaves = [i for i, leaf in enumerate(leaves) if not leaf.final]
+    _mark_best(tree, leaves)
+    pruned: set[int] = set()
+    for done_steps in range(1, config.max_steps):
+        open_leaves = [i for i, leaf in enumerate(leaves) if not leaf.final and i not in pruned]
         if not open_leaves:
             break
+        if prune and config.prune_fraction > 0 and done_steps % config.prune_interval == 0:
+            await _score_nodes(expander, [leaves[i] for i in open_leaves])
+            tree.scored([leaves[i] for i in open_leaves])
+            partial = [leaves[i].path_scores or [] for i in open_leaves]
+            pruned.update(open_leaves[j] for j in prune_choice(partial, config.prune_fraction, config.aggregation))
+            open_leaves = [i for i in open_leaves if i not in pruned]
         proposals = await asyncio.gather(
             *(expander.propose(leaves[i].steps(), 1, temperature=config.temperature) for i in open_leaves)
         )
         for i, [candidate] in zip(open_leaves, proposals, strict=True):
             leaves[i] = tree.add(leaves[i], candidate.text, judge=False)
-        tree.select(leaves, best=next((leaf for leaf in leaves if leaf.final), tree.best))
+        _mark_best(tree, leaves, pruned)
     if score:
-        await _score_nodes(expander, leaves)
-        tree.scored(leaves)
-    return leaves
+        unscored = [leaf for leaf in leaves if len(leaf.path_scores or []) != leaf.depth]
+        if unscored:
+            await _score_nodes(expander, unscored)
+            tree.scored(unscored)
+    return leaves, pruned
+
+
+def steps_saved(leaves: Sequence[Node], pruned: set[int], config: SearchConfig) -> float:
+    """Estimated steps not generated against ``candidates`` whole paths: each path never sampled would have been as
+    long as the mean path that ran to its end, and each pruned path would have reached that length."""
+    full = [leaf.depth for i, leaf in enumerate(leaves) if i not in pruned]
+    if not full:
+        return 0.0
+    mean = sum(full) / len(full)
+    cut = sum(max(0.0, mean - leaves[i].depth) for i in pruned)
+    return max(0, config.candidates - len(leaves)) * mean + cut
 
 
 def _rank(leaves: Sequence[Node], config: SearchConfig) -> list[Node]:
@@ -196,50 +321,156 @@ def _rank(leaves: Sequence[Node], config: SearchConfig) -> list[Node]:
 
 
 async def best_of_n(expander: StepExpander, tree: SearchTree, config: SearchConfig) -> SearchOutcome:
-    """Path-level best-of-N: sample N atomic paths, score every step, return the best aggregated path."""
-    ranked = _rank(await _rollouts(expander, tree, config), config)
-    best = tree.best = ranked[0]
+    """Path-level best-of-N: sample N atomic paths, score every step, return the best aggregated path; with a
+    ``prune_fraction`` the lowest-scored open paths are stopped every ``prune_interval`` rounds."""
+    leaves, pruned = await _rollouts(expander, tree, config, prune=True)
+    best = tree.best = _rank(leaves, config)[0]
+    answer: str | None
     if best.final:
-        return SearchOutcome(best, _answer_of(best.text, config), final=True)
-    return await _fallback_answer(expander, best, config)
+        leaf, answer = best, _answer_of(best.text, config)
+    else:
+        fallback = await _fallback_answer(expander, best, config)
+        leaf, answer = fallback.leaf, fallback.answer
+    saved = steps_saved(leaves, pruned, config)
+    return SearchOutcome(leaf, answer, best.final, paths=len(leaves), pruned=len(pruned), steps_saved=saved)
 
 
 def tally(answers: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
-    """Total weight per answer (a weight of 1 per path is a plain vote count)."""
+    """Total weight per answer (a weight of 1 per path is a plain vote count), in order of first appearance."""
     totals: dict[str, float] = {}
     for answer, weight in zip(answers, weights, strict=True):
         totals[answer] = totals.get(answer, 0.0) + weight
     return totals
 
 
+def leader_index(answers: Sequence[str], weights: Sequence[float]) -> int:
+    """The vote's winner: the first ballot (in tie order) whose answer has the top total."""
+    totals = tally(answers, weights)
+    top = max(totals.values())
+    return next(i for i, answer in enumerate(answers) if totals[answer] == top)
+
+
+def ballots(
+    leaves: Sequence[Node], config: SearchConfig, *, weighted: bool
+) -> tuple[list[Node], list[str], list[float]]:
+    """The finished paths in tie order, their answers and their vote weights.
+
+    Tie order is sampling order for a plain vote with ``tie_break="first"`` (OpenR's ``max(counts, key=counts.get)``)
+    and best aggregated score first otherwise. A weight is 1, or the path's aggregated PRM score when ``weighted``.
+    """
+    scored = weighted or config.tie_break == "prm"
+    ranked = _rank(leaves, config) if scored else [leaf for leaf in leaves if leaf.final]
+    finished = [leaf for leaf in ranked if leaf.final]
+    answers = [_answer_of(leaf.text, config) for leaf in finished]
+    weights = [aggregate(leaf.path_scores or [], config.aggregation) if weighted else 1.0 for leaf in finished]
+    return finished, answers, weights
+
+
+def next_wave(config: SearchConfig, sampled: int) -> int:
+    """Paths in an adaptive vote's next wave: ``min_candidates`` first, then ``wave_size``, never past the ceiling."""
+    return min(config.wave_size if sampled else config.min_candidates, config.candidates - sampled)
+
+
+def _leader_is_safe(totals: dict[str, float], leader: str, remaining: int, ties_to_earlier: bool) -> bool:
+    """No answer, seen or not, can reach the leader's total with ``remaining`` more ballots of weight at most 1
+    (or only tie it, when ties go to the earlier answer and the leader is earlier)."""
+    order = list(totals)
+    rivals: list[str | None] = [a for a in order if a != leader] + [None]  # None: an answer not sampled yet
+    for rival in rivals:
+        gap = totals[leader] - (totals[rival] if rival is not None else 0.0)
+        if gap > remaining:
+            continue
+        leader_first = rival is None or order.index(leader) < order.index(rival)
+        if ties_to_earlier and gap == remaining and leader_first:
+            continue
+        return False
+    return True
+
+
+def vote_stop(
+    answers: Sequence[str], weights: Sequence[float], sampled: int, config: SearchConfig, *, weighted: bool
+) -> StopReason | None:
+    """Whether an adaptive vote stops after ``sampled`` paths whose finished ones cast ``answers`` (in tie order)
+    with ``weights`` (each at most 1: a vote, or an aggregated PRM probability). The rules, in order:
+
+    * ``ceiling``: ``candidates`` paths are sampled;
+    * ``safe``: no outcome of the ``candidates - sampled`` paths still allowed can change the winner;
+    * ``certain``: the leader has at least ``stop_votes`` paths and at least ``stop_share`` of the votes cast
+      (of the summed weight when ``weighted``), so with ``min_candidates = m`` it reads "k agreeing of the first m".
+
+    ``safe`` and ``certain`` are not considered before ``min_candidates`` paths.
+    """
+    remaining = config.candidates - sampled
+    if remaining <= 0:
+        return "ceiling"
+    if sampled < config.min_candidates or not answers:
+        return None
+    totals = tally(answers, weights)
+    leader = answers[leader_index(answers, weights)]
+    ties_to_earlier = not weighted and config.tie_break == "first"
+    if _leader_is_safe(totals, leader, remaining, ties_to_earlier):
+        return "safe"
+    cast = sum(totals.values())
+    if answers.count(leader) >= config.stop_votes and cast > 0 and totals[leader] >= config.stop_share * cast:
+        return "certain"
+    return None
+
+
+async def _adaptive_rollouts(
+    expander: StepExpander, tree: SearchTree, config: SearchConfig, *, weighted: bool
+) -> tuple[list[Node], StopReason]:
+    """Sample paths in waves (``next_wave``) until ``vote_stop`` says why to stop; the current leader's path is the
+    best so far after each wave."""
+    scored = weighted or config.tie_break == "prm"
+    leaves: list[Node] = []
+    while True:
+        new, _ = await _rollouts(expander, tree, config, n=next_wave(config, len(leaves)), score=scored)
+        leaves += new
+        finished, answers, weights = ballots(leaves, config, weighted=weighted)
+        if finished:
+            tree.best = finished[leader_index(answers, weights)]
+        reason = vote_stop(answers, weights, len(leaves), config, weighted=weighted)
+        if reason is not None:
+            return leaves, reason
+
+
 async def _vote(expander: StepExpander, tree: SearchTree, config: SearchConfig, *, weighted: bool) -> SearchOutcome:
     """Vote over N sampled paths, one vote per path or the path's aggregated PRM score.
 
     A plain vote calls no PRM and gives a tie to the answer sampled first (OpenR's ``max(counts, key=counts.get)``),
-    unless ``tie_break="prm"``; otherwise ties go to the best-scored path.
+    unless ``tie_break="prm"``; otherwise ties go to the best-scored path. With ``adaptive`` the paths come in waves
+    and sampling stops early (``vote_stop``).
     """
-    scored = weighted or config.tie_break == "prm"
-    leaves = await _rollouts(expander, tree, config, score=scored)
-    # Unscored: finished paths first, in sampling order (sorted() is stable).
-    ranked = _rank(leaves, config) if scored else sorted(leaves, key=lambda n: n.final, reverse=True)
-    finished = [leaf for leaf in ranked if leaf.final]
+    reason: StopReason | None = None
+    if config.adaptive:
+        leaves, reason = await _adaptive_rollouts(expander, tree, config, weighted=weighted)
+    else:
+        scored = weighted or config.tie_break == "prm"
+        leaves, _ = await _rollouts(expander, tree, config, score=scored)
+    finished, answers, weights = ballots(leaves, config, weighted=weighted)
     if not finished:
-        tree.best = ranked[0]
-        return await _fallback_answer(expander, ranked[0], config)
-    answers = [_answer_of(leaf.text, config) for leaf in finished]
-    weights = [aggregate(leaf.path_scores or [], config.aggregation) if weighted else 1.0 for leaf in finished]
-    totals = tally(answers, weights)
-    top = max(totals.values())
-    # ``finished`` is ranked by score (or in sampling order), so its first path with a top answer wins ties.
-    index = next(i for i, answer in enumerate(answers) if totals[answer] == top)
+        # Unscored leaves keep sampling order; scored ones go best first.
+        tree.best = _rank(leaves, config)[0] if weighted or config.tie_break == "prm" else leaves[0]
+        outcome = await _fallback_answer(expander, tree.best, config)
+        return SearchOutcome(
+            outcome.leaf,
+            outcome.answer,
+            final=False,
+            paths=len(leaves),
+            stop_reason=reason,
+            steps_saved=steps_saved(leaves, set(), config),
+        )
+    index = leader_index(answers, weights)
     tree.best = finished[index]
-    counts = Counter(answers)
     return SearchOutcome(
         finished[index],
         answers[index],
         final=True,
-        votes=dict(counts),
-        vote_weights={a: round(w, 6) for a, w in totals.items()} if weighted else None,
+        votes=dict(Counter(answers)),
+        vote_weights={a: round(w, 6) for a, w in tally(answers, weights).items()} if weighted else None,
+        paths=len(leaves),
+        stop_reason=reason,
+        steps_saved=steps_saved(leaves, set(), config),
     )
 
 

@@ -39,6 +39,7 @@ LOAD: list[dict[str, Any]] = [
     {"mode": "slow", "strategy": "beam", "candidates": 2, "beam_width": 2},
     {"mode": "slow", "strategy": "best_of_n", "candidates": 4},
     {"mode": "slow", "strategy": "majority", "candidates": 3},
+    {"mode": "slow", "strategy": "majority", "candidates": 8, "adaptive": True, "min_candidates": 2},
     {"mode": "slow", "strategy": "beam", "candidates": 2, "beam_width": 2, "seed": 4},
 ]
 # A series is born with its first observation, so Prometheus sees no increase until the second one (the beam
@@ -214,6 +215,16 @@ def test_latency_is_shown_per_mode_strategy_and_candidate_count(stack: Stack) ->
         if s["metric"]["strategy"] == "beam"
     }  # fmt: skip
     assert solves.keys() == {"2", "4"} and solves["2"] > 0
+
+
+def test_tokens_per_solve_are_shown_against_candidate_count(stack: Stack) -> None:
+    [(_, mean)] = [q for q in board_queries("atomthink.json") if q[0].startswith("Generated tokens per solve by")
+                   and q[0].endswith("(mean)")]  # fmt: skip
+    tokens = {(s["metric"]["strategy"], s["metric"]["candidates"]): float(s["value"][1])
+              for s in stack.prometheus.vector(mean)}  # fmt: skip
+    assert tokens[("beam", "2")] > 0 and tokens[("greedy", "1")] > 0
+    sampled = stack.prometheus.vector('sum(atomthink_solve_paths_total{strategy="majority"})')
+    assert float(sampled[0]["value"][1]) >= 3 + 2  # the fixed vote's 3 paths and the adaptive one's first wave
 
 
 def test_rejections_and_worker_metrics_carry_the_load(stack: Stack) -> None:

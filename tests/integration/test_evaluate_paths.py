@@ -22,7 +22,7 @@ def _run(
 ) -> dict[str, object]:
     out = tmp_path / f"{name}.json"
     argv = ["--policy", str(policy), "--prm", str(DEFAULT_PRM_DIR), "--data", str(data), "--n", "4",
-            "--modes", "quick,bon,beam", "--best-of", "2", "--temperature", temperature, "--threads", "1",
+            "--modes", "quick,bon,beam,adaptive", "--best-of", "2", "--temperature", temperature, "--threads", "1",
             "--paths", str(paths), "--json", str(out)]  # fmt: skip
     assert evaluate_main(argv) == 0
     result: dict[str, object] = json.loads(out.read_text())
@@ -40,8 +40,18 @@ def test_saved_paths_are_reused_with_the_rng_where_sampling_left_it(tmp_path: Pa
     assert saved["rng_state"] != torch.get_rng_state().tolist()  # the state after sampling, not the seed's
     second = _run(tmp_path, data, paths, "second")
     assert "quick_seconds_per_problem" in first and "quick_seconds_per_problem" not in second  # nothing resampled
-    for key in ("quick", "pass_at_n", "best_of_n", "beam_w2_c3", "beam_paths"):
+    for key in ("quick", "pass_at_n", "best_of_n", "beam_w2_c3", "beam_paths", "adaptive"):
         assert second[key] == first[key], key
+    assert all(len(tokens) == len(path) for ps, ts in zip(saved["paths"], saved["tokens"], strict=True)
+               for path, tokens in zip(ps, ts, strict=True))  # fmt: skip
+    # the service's strategies replayed over the saved paths give the evaluator's own fixed-N figures
+    rows = {row["name"]: row for row in first["adaptive"]}  # type: ignore[attr-defined]
+    sweep = first["best_of_n"]
+    for n in ("1", "2"):
+        assert rows[f"majority, N = {n}"]["accuracy"] == sweep[n]["majority"]  # type: ignore[index]
+        assert rows[f"weighted majority, N = {n}"]["accuracy"] == sweep[n]["weighted_vote_min"]  # type: ignore[index]
+        assert rows[f"best-of-N min, N = {n}"]["accuracy"] == sweep[n]["best_of_n_min"]  # type: ignore[index]
+    assert rows["majority, N = 2"]["mean_tokens"] > rows["majority, N = 1"]["mean_tokens"] > 0
 
 
 def test_paths_sampled_with_other_settings_are_refused(tmp_path: Path) -> None:

@@ -45,6 +45,38 @@ async def test_shipped_models_read_and_solve_in_quick_mode() -> None:
     assert solved >= SAMPLE - 4, f"only {solved}/{SAMPLE} held-out problems solved in greedy quick mode"
 
 
+async def test_adaptive_vote_with_the_shipped_models_stops_early_and_counts_the_saving() -> None:
+    """At the serving temperature the shipped policy's first paths agree: an adaptive vote with a ceiling of 8 stops
+    after its first wave on most problems, answers as the fixed vote of 8 does, and says what it saved."""
+    from prometheus_client import REGISTRY
+
+    def saved() -> float:
+        labels = {"mode": "slow", "strategy": "majority"}
+        return REGISTRY.get_sample_value("atomthink_saved_paths_total", labels) or 0.0
+
+    settings = Settings(policy_model=str(DEFAULT_POLICY_DIR), prm_model=str(DEFAULT_PRM_DIR), torch_threads=1)
+    paths = tokens = fixed_tokens = agree = 0
+    before = saved()
+    async with embedded_runtime(settings) as runtime:
+        for index in range(6):
+            problem, image = _png(index)
+            base = {"question": problem.question, "choices": problem.choices, "mode": "slow", "strategy": "majority",
+                    "candidates": 8, "seed": index, "temperature": 0.7, "max_steps": 12}  # fmt: skip
+            adaptive = await runtime.solve(SolveParams(**base, adaptive=True), image)
+            fixed = await runtime.solve(SolveParams(**base), image)
+            assert adaptive.stats.paths is not None and adaptive.stats.paths_saved == 8 - adaptive.stats.paths
+            paths += adaptive.stats.paths
+            tokens += adaptive.stats.generated_tokens
+            fixed_tokens += fixed.stats.generated_tokens
+            agree += adaptive.answer == fixed.answer
+            if adaptive.stats.paths_saved:
+                assert adaptive.stats.tokens_saved and adaptive.stats.stop_reason in ("safe", "certain")
+    print(f"adaptive vote, ceiling 8, 6 problems: {paths} paths, {tokens} tokens (fixed 8: {fixed_tokens})")
+    assert paths <= 6 * 6, "most votes stop after their first wave of 4"
+    assert tokens < 0.75 * fixed_tokens and agree >= 5
+    assert saved() - before == 6 * 8 - paths
+
+
 CHECKABLE = ("slip", "wrong_op", "skip", "operand")  # every engine corruption but a misread value
 
 

@@ -23,8 +23,13 @@ MODES: list[dict[str, Any]] = [
     {"mode": "slow", "strategy": "majority", "candidates": 4},
     {"mode": "slow", "strategy": "majority", "candidates": 4, "tie_break": "prm"},
     {"mode": "slow", "strategy": "weighted_majority", "candidates": 4},
+    {"mode": "slow", "strategy": "majority", "candidates": 8, "adaptive": True, "min_candidates": 2},
+    {"mode": "slow", "strategy": "weighted_majority", "candidates": 6, "adaptive": True, "stop_share": 0.5},
+    {"mode": "slow", "strategy": "best_of_n", "candidates": 4, "prune_fraction": 0.5, "prune_interval": 1},
 ]
 RESPONSE_FIELDS = {"id", "answer", "steps", "mode", "strategy", "stats", "timings_ms", "truncated"}
+PATH_FIELDS = {"paths", "paths_ceiling", "paths_saved", "paths_pruned", "tokens_saved", "stop_reason"}
+STATS_FIELDS = {"policy_calls", "prm_calls", "generated_tokens", "expanded_nodes", *PATH_FIELDS}
 
 
 def _solve(gateway: ServerProcess, fields: dict[str, Any], image: bytes | None) -> httpx.Response:
@@ -42,11 +47,12 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
     assert body.keys() >= RESPONSE_FIELDS
     assert body["mode"] == fields["mode"]
     assert body["steps"], "a solution has at least one step"
-    assert set(body["stats"]) == {"policy_calls", "prm_calls", "generated_tokens", "expanded_nodes"}
+    assert set(body["stats"]) == STATS_FIELDS
+    _check_spend(fields, body["stats"])
     assert set(body["timings_ms"]) == {"total", "policy", "prm", "queue"}
     assert body["stats"]["policy_calls"] >= 1 and body["stats"]["generated_tokens"] >= 1
-    if fields == {"mode": "slow", "strategy": "majority", "candidates": 4}:
-        # a plain vote needs no PRM (OpenR): no PRM job at all, no step scores
+    if fields.get("strategy") == "majority" and "tie_break" not in fields:
+        # a plain vote (adaptive or not) needs no PRM (OpenR): no PRM job at all, no step scores
         assert body["stats"]["prm_calls"] == 0 and body["timings_ms"]["prm"] == 0
         assert all(step["score"] is None for step in body["steps"])
     elif fields["mode"] == "slow":
@@ -59,6 +65,22 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
     else:
         assert body["strategy"] is None and body["stats"]["prm_calls"] == 0
         assert all(step["score"] is None for step in body["steps"])
+
+
+def _check_spend(fields: dict[str, Any], stats: dict[str, Any]) -> None:
+    """Paths spent and saved against the ceiling, for path-level strategies only."""
+    if fields.get("strategy") not in ("best_of_n", "majority", "weighted_majority"):
+        assert all(stats[k] is None for k in PATH_FIELDS)
+        return
+    ceiling = fields["candidates"]
+    assert stats["paths_ceiling"] == ceiling and stats["paths"] + stats["paths_saved"] == ceiling
+    assert stats["stop_reason"] in (("safe", "certain", "ceiling") if fields.get("adaptive") else (None,))
+    if not fields.get("adaptive"):
+        assert stats["paths"] == ceiling and stats["paths_saved"] == 0
+    if stats["paths_saved"] == 0 and stats["paths_pruned"] == 0:
+        assert stats["tokens_saved"] == 0
+    if stats["paths_saved"]:
+        assert stats["tokens_saved"] > 0
 
 
 def test_same_seed_same_answer(gateway: ServerProcess, sample_png: bytes) -> None:
@@ -125,6 +147,24 @@ def test_deadline_returns_best_so_far_flagged_truncated(gateway: ServerProcess, 
     assert body["timings_ms"]["total"] < 5000
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"mode": "quick"}, {"mode": "slow", "strategy": "beam"}, {"mode": "slow", "strategy": "weighted_majority"}],
+    ids=["quick", "beam", "weighted_majority"],
+)
+def test_thinking_token_budget_returns_best_so_far_flagged_truncated(
+    gateway: ServerProcess, sample_png: bytes, fields: dict[str, Any]
+) -> None:
+    base = {"question": "Perimeter?", "max_steps": 20, "seed": 4, "temperature": 1.6, **fields}
+    free = _solve(gateway, base, sample_png).json()
+    budget = 8  # less than one full solution of the tiny policy at any temperature
+    body = _solve(gateway, {**base, "max_thinking_tokens": budget}, sample_png).json()
+    assert free["truncated"] is False and body["truncated"] is True
+    assert body["stats"]["generated_tokens"] >= budget  # it stopped because the budget was spent ...
+    assert body["stats"]["policy_calls"] < free["stats"]["policy_calls"]  # ... before the search was done
+    assert body["steps"], "the best path so far comes back"
+
+
 def test_health_readiness_and_openapi(gateway: ServerProcess) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/readyz")
@@ -143,3 +183,27 @@ def test_metrics_show_latency_by_candidate_count(gateway: ServerProcess, sample_
     assert 'atomthink_solve_requests_total{mode="slow",status="ok",strategy="beam"}' in text
     assert "atomthink_worker_batch_jobs_bucket" in text
     assert "atomthink_in_flight_requests" in text
+    # tokens per solve by candidate count, and paths spent and saved
+    assert 'atomthink_solve_generated_tokens_bucket{candidates="4",le="16.0",mode="slow",strategy="beam"}' in text
+    assert 'atomthink_saved_paths_total{mode="slow",strategy="majority"}' in text
+
+
+def test_metrics_count_paths_spent_and_saved(gateway: ServerProcess, sample_png: bytes) -> None:
+    def counters() -> dict[str, float]:
+        wanted = ("atomthink_solve_paths_total", "atomthink_saved_paths_total", "atomthink_saved_tokens_total")
+        values = {}
+        for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+            name = line.split("{")[0]
+            if name in wanted and 'strategy="majority"' in line:
+                values[name] = float(line.rsplit(" ", 1)[1])
+        return values
+
+    before = counters()
+    fields = {"question": "Sum?", "mode": "slow", "strategy": "majority", "candidates": 4, "adaptive": True,
+              "min_candidates": 2, "max_steps": 3, "seed": 3}  # fmt: skip
+    stats = _solve(gateway, fields, sample_png).json()["stats"]
+    after = counters()
+    assert stats["paths"] >= 2 and stats["paths"] + stats["paths_saved"] == 4
+    assert after["atomthink_solve_paths_total"] - before["atomthink_solve_paths_total"] == stats["paths"]
+    assert after["atomthink_saved_paths_total"] - before["atomthink_saved_paths_total"] == stats["paths_saved"]
+    assert after["atomthink_saved_tokens_total"] - before["atomthink_saved_tokens_total"] == stats["tokens_saved"]

@@ -315,6 +315,10 @@ def test_the_issue_s_panels_are_there() -> None:
                    "atomthink_queue_redeliveries_total", "atomthink_queue_dead_letters_total"):  # fmt: skip
         assert metric in main, metric
     assert 'atomthink_rejected_requests_total{reason="overloaded"}' in main
+    tokens = r"sum by \(mode, strategy, candidates\) \(rate\(atomthink_solve_generated_tokens_sum"
+    assert re.search(tokens, main), "tokens per solve against candidate count"
+    for metric in ("atomthink_solve_paths_total", "atomthink_saved_paths_total", "atomthink_saved_tokens_total"):
+        assert metric in main, metric
     assert re.search(r"sum by \(status\) \(rate\(atomthink_solve_requests_total", main)
     for metric in ("vllm:kv_cache_usage_perc", "vllm:num_requests_waiting", "vllm:time_to_first_token_seconds"):
         assert metric in vllm, metric

@@ -289,3 +289,182 @@ async def test_quick_bounds_resampling_and_asks_for_an_answer_after_max_steps() 
     kinds = [call[2] for call in expander.calls]
     assert kinds == ["step"] * 6 + ["final"]  # 2 steps x (1 + 2 resamples), then one direct answer
     assert not outcome.final and outcome.answer == "fallback"
+
+
+# --- adaptive votes, pruning, token budgets -------------------------------------------------------------------
+
+
+def _vote_script(answers: Sequence[str]) -> dict[tuple[str, ...], list[str]]:
+    """Path i is ``v{i}`` then the final step with ``answers[i]``: paths are handed out in this order."""
+    script: dict[tuple[str, ...], list[str]] = {(): [f"v{i}" for i in range(len(answers))]}
+    for i, answer in enumerate(answers):
+        script[(f"v{i}",)] = [FINAL + answer]
+    return script
+
+
+def _prefix_decisions(answers: Sequence[str], config: SearchConfig, *, weighted: bool = False) -> list[str | None]:
+    return [
+        strategies.vote_stop(answers[:k], [1.0] * k, k, config, weighted=weighted) for k in range(1, len(answers) + 1)
+    ]
+
+
+def test_vote_stop_says_safe_exactly_when_no_remaining_path_can_change_the_winner() -> None:
+    # ceiling 6, certainty rule off: after 5,7,5,5 the 5s lead by 2 with 2 paths left; a 2-2 finish would tie
+    # and a tie goes to the earlier answer (5), so the leader is safe then and not one path earlier.
+    config = SearchConfig(candidates=6, min_candidates=1, stop_votes=99)
+    assert _prefix_decisions(["5", "7", "5", "5", "5", "5"], config) == [None, None, None, "safe", "safe", "ceiling"]
+    # with ties to the best-scored path (tie_break="prm") a tie is not safe: one more path is needed
+    prm = SearchConfig(candidates=6, min_candidates=1, stop_votes=99, tie_break="prm")
+    assert _prefix_decisions(["5", "7", "5", "5", "5", "5"], prm) == [None, None, None, None, "safe", "ceiling"]
+    # a 7 sampled first wins a 7-5 tie, so 5 is not safe at 3-1 with 2 left
+    assert _prefix_decisions(["7", "5", "5", "5", "5", "5"], config)[3] is None
+    # nothing stops before min_candidates, even a lead no path can overturn
+    late = SearchConfig(candidates=4, min_candidates=4, stop_votes=99)
+    assert _prefix_decisions(["5", "5", "5", "5"], late) == [None, None, None, "ceiling"]
+
+
+def test_weighted_vote_stop_counts_each_remaining_path_as_weight_one() -> None:
+    config = SearchConfig(candidates=5, min_candidates=1, stop_votes=99)
+    answers, weights = ["5", "7", "5"], [0.9, 0.5, 0.9]  # 5 leads by 1.3
+    assert strategies.vote_stop(answers, weights, 3, config, weighted=True) is None  # 2 paths could add 2.0 to 7
+    assert strategies.vote_stop([*answers, "5"], [*weights, 0.2], 4, config, weighted=True) == "safe"  # 1.5 > 1
+    tie = SearchConfig(candidates=4, min_candidates=1, stop_votes=99)
+    assert strategies.vote_stop(["5", "5", "7"], [1.0, 1.0, 1.0], 3, tie, weighted=True) is None  # a tie is not safe
+
+
+def test_vote_stop_certainty_rule_needs_both_the_paths_and_the_share() -> None:
+    config = SearchConfig(candidates=16, min_candidates=4, stop_votes=3, stop_share=0.75)
+    assert strategies.vote_stop(["5", "5", "7", "5"], [1.0] * 4, 4, config, weighted=False) == "certain"
+    assert strategies.vote_stop(["5", "5", "5"], [1.0] * 3, 3, config, weighted=False) is None  # before m = 4
+    assert strategies.vote_stop(["5", "7", "5", "9"], [1.0] * 4, 4, config, weighted=False) is None  # 2 paths
+    six = ["5", "7", "5", "9", "5", "5"]
+    assert strategies.vote_stop(six, [1.0] * 6, 6, config, weighted=False) is None  # 4 of 6 < 0.75
+    # weighted: the leader's share of the weight, not of the paths
+    answers, low = ["5", "5", "5", "7"], [0.2, 0.2, 0.2, 0.9]
+    assert strategies.vote_stop(answers, low, 4, config, weighted=True) is None  # 0.6 of 1.5
+    assert strategies.vote_stop(answers, [0.9, 0.9, 0.9, 0.2], 4, config, weighted=True) == "certain"
+
+
+async def test_adaptive_majority_samples_in_waves_and_stops_when_the_leader_is_safe() -> None:
+    expander = ScriptedExpander(_vote_script(["5", "7", "5", "5", "5", "5"]))
+    config = SearchConfig(candidates=6, adaptive=True, min_candidates=2, wave_size=1, stop_votes=99)
+    outcome = await strategies.majority(expander, SearchTree(), config)
+    assert outcome.answer == "5" and outcome.stop_reason == "safe" and outcome.paths == 4
+    first_steps = [call[1] for call in expander.calls if call[0] == ()]
+    assert first_steps == [2, 1, 1]  # a wave of min_candidates, then waves of wave_size
+    assert outcome.votes == {"5": 3, "7": 1} and expander.score_calls == []  # still no PRM call
+    assert outcome.steps_saved == pytest.approx(2 * 2)  # 2 paths never sampled, 2 steps each
+
+
+async def test_adaptive_majority_runs_to_the_ceiling_when_the_vote_stays_open() -> None:
+    expander = ScriptedExpander(_vote_script(["5", "7", "5", "7", "9", "5"]))
+    config = SearchConfig(candidates=6, adaptive=True, min_candidates=2, wave_size=2)
+    outcome = await strategies.majority(expander, SearchTree(), config)
+    assert outcome.stop_reason == "ceiling" and outcome.paths == 6 and outcome.answer == "5"
+    assert outcome.votes == {"5": 3, "7": 2, "9": 1} and outcome.steps_saved == 0
+
+
+async def test_adaptive_weighted_majority_stops_on_certainty_and_scores_each_wave_once() -> None:
+    answers = ["5", "5", "7", "5", "7", "7", "7", "7"]
+    scores = {f"v{i}": 0.9 for i in range(8)} | {FINAL + "5": 0.9, FINAL + "7": 0.3}
+    expander = ScriptedExpander(_vote_script(answers), scores)
+    config = SearchConfig(candidates=8, adaptive=True, min_candidates=4, stop_votes=3, stop_share=0.75)
+    outcome = await strategies.weighted_majority(expander, SearchTree(), config)
+    # 5 holds 3 paths and 2.7 of 3.0 after the first wave of 4: the 7s sampled later are never drawn
+    assert outcome.stop_reason == "certain" and outcome.paths == 4 and outcome.answer == "5"
+    assert [len(call) for call in expander.score_calls] == [4]
+    assert outcome.vote_weights == pytest.approx({"5": 2.7, "7": 0.3})
+
+
+def test_prune_choice_stops_the_lowest_scored_fraction() -> None:
+    partial = [[0.9], [0.2], [0.8], [0.1], [0.5]]
+    assert strategies.prune_choice(partial, 0.5, "min") == [1, 3]  # floor(2.5) = 2 lowest
+    assert strategies.prune_choice(partial, 0.0, "min") == []
+    assert strategies.prune_choice([[0.4], [0.4], [0.4]], 0.34, "min") == [2]  # a tie: the later sample goes
+    assert strategies.prune_choice([[0.9, 0.4], [0.3, 0.5]], 0.5, "last") == [0]  # by the aggregation asked
+    assert strategies.prune_choice([[0.9, 0.4], [0.3, 0.5]], 0.5, "min") == [1]
+
+
+# Four paths: a and c are good and finish at step 3; b and d look bad after one step.
+PRUNE_SCRIPT = {
+    (): ["a1", "b1", "c1", "d1"],
+    ("a1",): ["a2"],
+    ("b1",): ["b2"],
+    ("c1",): ["c2"],
+    ("d1",): ["d2"],
+    ("a1", "a2"): [FINAL + "A"],
+    ("b1", "b2"): [FINAL + "B"],
+    ("c1", "c2"): [FINAL + "C"],
+    ("d1", "d2"): [FINAL + "D"],
+}
+PRUNE_SCORES = {"a1": 0.9, "b1": 0.2, "c1": 0.8, "d1": 0.1, "a2": 0.9, "b2": 0.99, "c2": 0.7, "d2": 0.99,
+                FINAL + "A": 0.6, FINAL + "B": 0.99, FINAL + "C": 0.9, FINAL + "D": 0.99}  # fmt: skip
+
+
+async def test_pruned_best_of_n_stops_the_lowest_scored_paths_and_never_extends_them() -> None:
+    expander = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    config = SearchConfig(candidates=4, aggregation="min", prune_fraction=0.5, prune_interval=1)
+    outcome = await strategies.best_of_n(expander, SearchTree(), config)
+    states = [call[0] for call in expander.calls]
+    assert ("b1",) not in states and ("d1",) not in states  # pruned after the first step
+    # check after 1 step: all 4 open, the 2 lowest go; after 2 steps: a and c, 1 goes (c, min 0.7 < 0.9)
+    assert [len(call) for call in expander.score_calls] == [4, 2, 1]
+    assert ("c1", "c2") not in states
+    assert outcome.pruned == 3 and outcome.paths == 4
+    assert outcome.answer == "A" and outcome.leaf.steps() == ["a1", "a2", FINAL + "A"]
+    # without pruning every path runs to its end and C (min 0.7) beats A (min 0.6): pruning trades that for calls
+    full = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    plain = await strategies.best_of_n(full, SearchTree(), SearchConfig(candidates=4, aggregation="min"))
+    assert plain.answer == "C" and plain.pruned == 0 and len(full.calls) == 1 + 4 + 4
+
+
+async def test_pruning_waits_for_its_interval() -> None:
+    expander = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    config = SearchConfig(candidates=4, aggregation="min", prune_fraction=0.5, prune_interval=2)
+    outcome = await strategies.best_of_n(expander, SearchTree(), config)
+    # one check after 2 steps (min scores a .9, b .2, c .7, d .1): b and d go before their third step
+    assert [len(call) for call in expander.score_calls] == [4, 2]
+    assert [call[0] for call in expander.calls if len(call[0]) == 2] == [("a1", "a2"), ("c1", "c2")]
+    assert outcome.pruned == 2 and outcome.answer == "C"
+
+
+CHAIN = {(): ["s1 go", "s1 alt"], ("s1 go",): ["s2 go"], ("s1 alt",): ["s2 alt"],
+         ("s1 go", "s2 go"): ["s3 go"], ("s1 alt", "s2 alt"): ["s3 alt"],
+         ("s1 go", "s2 go", "s3 go"): [FINAL + "1"], ("s1 alt", "s2 alt", "s3 alt"): [FINAL + "2"]}  # fmt: skip
+CHAIN_SCORES = {text: 0.5 for options in CHAIN.values() for text in options}
+
+
+@pytest.mark.parametrize(
+    ("run", "config", "best"),
+    [
+        (strategies.quick, SearchConfig(), ["s1 go", "s2 go"]),
+        (strategies.beam, SearchConfig(candidates=2, beam_width=1), ["s1 go"]),
+        (strategies.best_of_n, SearchConfig(candidates=2), ["s1 go"]),
+        (strategies.majority, SearchConfig(candidates=2), ["s1 go"]),
+        (strategies.weighted_majority, SearchConfig(candidates=2), ["s1 go"]),
+        (strategies.majority, SearchConfig(candidates=4, adaptive=True, min_candidates=2), ["s1 go"]),
+        (strategies.best_of_n, SearchConfig(candidates=2, prune_fraction=0.5, prune_interval=1), ["s1 go"]),
+    ],
+    ids=["quick", "beam", "best_of_n", "majority", "weighted", "adaptive", "pruned"],
+)
+async def test_token_budget_truncates_every_strategy_with_its_best_path(
+    run: strategies.SearchStrategy, config: SearchConfig, best: list[str]
+) -> None:
+    # every step is 5 or 6 tokens (num_tokens = len(text)): a budget of 10 is spent after two one-path calls or
+    # one two-path call; the best path so far is the one the strategy marked (the first path, nothing scored better)
+    inner = ScriptedExpander(CHAIN, CHAIN_SCORES)
+    budget = strategies.TokenBudget(inner, 10)
+    tree = SearchTree()
+    outcome, truncated = await strategies.within_budget(run(budget, tree, config), tree, config)
+    assert truncated and not outcome.final and outcome.answer is None
+    assert outcome.leaf is tree.best and outcome.leaf.steps() == best
+    assert all(len(call[0]) < 2 for call in inner.calls)  # no call after the budget was spent
+    assert budget.spent >= 10
+
+
+async def test_a_budget_that_suffices_changes_nothing() -> None:
+    tree = SearchTree()
+    config = SearchConfig(candidates=2)
+    search = strategies.majority(strategies.TokenBudget(ScriptedExpander(CHAIN), 1000), tree, config)
+    outcome, truncated = await strategies.within_budget(search, tree, config)
+    assert not truncated and outcome.final and outcome.answer == "1" and outcome.votes == {"1": 1, "2": 1}
