@@ -69,10 +69,17 @@ class RemoteClient:
         """POST ``payload`` as JSON (unset optional fields left out) and parse the answer as ``response_type``."""
         body = payload.model_dump(mode="json", exclude_none=True)
         async with self._semaphore:
-            try:
-                response = await self._client.post(url, json=body)
-            except httpx.HTTPError as exc:
-                raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from exc
+            for attempt in range(2):
+                try:
+                    response = await self._client.post(url, json=body)
+                    break
+                except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                    # a pooled keep-alive connection the server closed as it was reused: the calls are idempotent
+                    # (seeded sampling, greedy scoring), so one retry on a fresh connection is safe
+                    if attempt:
+                        raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                except httpx.HTTPError as exc:
+                    raise RemoteError(f"{url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
             raise RemoteError(f"{url} answered {response.status_code}: {response.text[:500]}")
         return response_type.model_validate_json(response.content)
