@@ -75,3 +75,17 @@ def test_first_prompt_check_names_the_model_and_its_limit(policy: PolicyWindow, 
     # fits the policy without an image but not the PRM with a 900-token step budget
     with pytest.raises(ContextTooLong, match="PRM's context window of 1024"):
         FirstPromptCheck(None, prm).check("step", "x" * 200, False, SamplingParams(max_new_tokens=900), scored=True)
+
+
+def test_backends_count_with_tokenizers_of_their_own() -> None:
+    """Counting runs on the event loop while generate() pads in a thread: sharing the tokenizer object raced (a fast
+    tokenizer's padding is state of the object) and failed whole batches under tools/fuzz.py."""
+    from workers.backends.hf_policy import TransformersPolicy
+    from workers.backends.hf_prm import TransformersPrm
+
+    policy = TransformersPolicy(str(DEFAULT_POLICY_DIR), device="cpu")
+    prm = TransformersPrm(str(DEFAULT_PRM_DIR), device="cpu")
+    assert policy.window is not None and prm.window is not None
+    assert policy.window.tokenizer is not policy.tokenizer and policy.window.processor is not policy.processor
+    assert prm.window.tokenizer is not prm.tokenizer
+    assert policy.window.window == 1024 and prm.window.window == 1024

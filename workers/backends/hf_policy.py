@@ -22,7 +22,7 @@ from transformers import (
 from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason, SamplingParams
 from workers.backends.base import GenerationRequest
-from workers.backends.context import PolicyWindow, context_window, prompt_text
+from workers.backends.context import PolicyWindow, prompt_text
 from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ class TransformersPolicy:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.name = Path(model_path).name
-        window = context_window(config)
-        self.window = PolicyWindow(self.preset, self.tokenizer, self.processor, window) if window else None
+        # the window counts with a tokenizer of its own: a fast tokenizer's padding is state of the object, and
+        # counting on the event loop while generate() pads in its thread made batches fail (found by tools/fuzz.py)
+        self.window = PolicyWindow.from_checkpoint(model_path, preset)
         self._calls = 0
         self._lock = threading.Lock()
 

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from atomthink.prm_format import encode_path, get_prm_preset, label_token_ids
 from atomthink.prompts import read_checkpoint_presets
 from workers.backends.base import ScoreRequest
-from workers.backends.context import PrmWindow, context_window
+from workers.backends.context import PrmWindow
 from workers.backends.prm_models import load_prm_model
 from workers.backends.torch_utils import resolve_device, resolve_dtype
 
@@ -34,8 +34,7 @@ class TransformersPrm:
         self.model.to(self.device).eval()
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        window = context_window(self.model.config)
-        self.window = PrmWindow(self.preset, self.tokenizer, window) if window else None
+        self.window = PrmWindow.from_checkpoint(model_path, preset)  # own tokenizer: scoring runs in a thread
         self._calls = 0
         self._lock = threading.Lock()
 
