@@ -240,12 +240,14 @@ def complete_paths(
             if not pending:
                 break
             counts: list[int] = []
+            kwargs: dict[str, Any] = {"token_counts": counts} if tokens is not None else {}  # test policies don't count
             outs = policy.generate(
                 [images[owner[k]] for k in pending],
                 [TINY.render("step", _question(problems[owner[k]]), paths[k]) for k in pending],
                 temperature,
-                token_counts=counts,
+                **kwargs,
             )
+            counts = counts or [0] * len(outs)
             still = []
             for k, step, count in zip(pending, outs, counts, strict=True):
                 step_tokens[k] += count
