@@ -87,6 +87,10 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
+    max_completion_tokens: int | None = Field(
+        None, description="Most tokens the search may generate over all candidates (the solve's max_thinking_tokens)."
+    )
+    max_tokens: int | None = Field(None, description="Older name of max_completion_tokens.")
     atomthink: AtomThinkOptions | None = None
 
     def question_and_image_urls(self) -> tuple[str, list[tuple[str, str]]]:
@@ -118,7 +122,13 @@ class ChatCompletionRequest(BaseModel):
         preset = {} if "mode" in options else dict(EFFORT_PRESETS[self.reasoning_effort or DEFAULT_EFFORT])
         if options.get("strategy") in ("greedy", *PATH_LEVEL_STRATEGIES):
             preset.pop("beam_width", None)
-        sampling = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        budget = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        sampling = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_thinking_tokens": budget,
+        }
         fields = {**preset, **options, **{k: v for k, v in sampling.items() if v is not None}, "question": question}
         try:
             return SolveParams.model_validate(fields)
@@ -126,6 +136,8 @@ class ChatCompletionRequest(BaseModel):
             error = validation_to_error(exc)
             known = error.field in AtomThinkOptions.model_fields
             field = f"atomthink.{error.field}" if known else error.field
+            if error.field == "max_thinking_tokens":
+                field = "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
             raise InvalidRequest(error.message, field=field) from None
 
 

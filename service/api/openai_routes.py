@@ -63,6 +63,8 @@ def openai_error(exc: AtomThinkError) -> JSONResponse:
     response = JSONResponse(body.model_dump(), status_code=status)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after_s)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 

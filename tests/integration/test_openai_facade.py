@@ -225,3 +225,16 @@ def test_unknown_model_is_not_found(gateway: ServerProcess) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
         _client(gateway).chat.completions.create(model="gpt-4o", messages=_messages(None))  # type: ignore[arg-type]
     assert raised.value.code == "model_not_found" and raised.value.param == "model"
+
+
+def test_max_completion_tokens_is_the_thinking_budget(gateway: ServerProcess) -> None:
+    completion = _client(gateway).chat.completions.create(
+        model="atomthink",
+        messages=_messages(None),  # type: ignore[arg-type]
+        reasoning_effort="medium",
+        seed=3,
+        max_completion_tokens=1,
+    )
+    solve = (completion.model_extra or {})["atomthink"]
+    assert solve["truncated"] is True
+    assert solve["stats"]["policy_calls"] == 1  # the budget ran out after the first round of calls
