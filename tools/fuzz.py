@@ -61,8 +61,14 @@ class Report:
         return out
 
 
-def error_shape_problem(response: Any) -> str | None:
-    """Why a 4xx body is not ``{"error": {"code": str, "message": str, "field": str | null}}``, or None."""
+ERROR_KEYS = {"code", "message", "field"}
+OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
+"""The OpenAI-compatible routes (``/v1/...``) answer errors in OpenAI's shape, as their clients expect."""
+
+
+def error_shape_problem(response: Any, path: str = "/solve") -> str | None:
+    """Why a 4xx body is not its route's error shape, or None: ``{"error": {"code", "message", "field"}}``, or
+    ``{"error": {"message", "type", "param", "code"}}`` on ``/v1/...``."""
     try:
         body = response.json()
     except ValueError:
@@ -70,12 +76,14 @@ def error_shape_problem(response: Any) -> str | None:
     if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
         return f"top level {sorted(body) if isinstance(body, dict) else type(body).__name__}"
     error = body["error"]
-    if set(error) != {"code", "message", "field"}:
+    expected = OPENAI_ERROR_KEYS if path.startswith("/v1/") else ERROR_KEYS
+    if set(error) != expected:
         return f"error keys {sorted(error)}"
     if not isinstance(error["code"], str) or not isinstance(error["message"], str):
         return "code or message not a string"
-    if error["field"] is not None and not isinstance(error["field"], str):
-        return "field neither a string nor null"
+    optional = error.get("param") if path.startswith("/v1/") else error["field"]
+    if optional is not None and not isinstance(optional, str):
+        return "field or param neither a string nor null"
     return None
 
 
@@ -145,7 +153,7 @@ def send(url: str, cases: list[Any], api_key: str | None, concurrency: int, time
         if response.status_code >= 500:
             report.server_errors.append(f"{route} {response.status_code}: {response.text[:200]}")
         elif response.status_code >= 400:
-            problem = error_shape_problem(response)
+            problem = error_shape_problem(response, case.operation.path)
             if problem:
                 report.bad_shapes.append(f"{route} {response.status_code}: {problem}: {response.text[:200]}")
 
