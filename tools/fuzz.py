@@ -62,13 +62,13 @@ class Report:
 
 
 ERROR_KEYS = {"code", "message", "field"}
-OPENAI_ERROR_KEYS = {"code", "message", "param", "type"}
-"""``/v1/*`` answers in OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
+"""The OpenAI-compatible routes (``/v1/...``) answer errors in OpenAI's shape, as their clients expect."""
 
 
-def error_shape_problem(response: Any, openai_route: bool = False) -> str | None:
-    """Why a 4xx body is not the error shape of its route (``{"error": {"code": str, "message": str, "field": str |
-    null}}``, or OpenAI's with ``param`` and ``type`` on ``/v1``), or None."""
+def error_shape_problem(response: Any, path: str = "/solve") -> str | None:
+    """Why a 4xx body is not its route's error shape, or None: ``{"error": {"code", "message", "field"}}``, or
+    ``{"error": {"message", "type", "param", "code"}}`` on ``/v1/...``."""
     try:
         body = response.json()
     except ValueError:
@@ -76,15 +76,14 @@ def error_shape_problem(response: Any, openai_route: bool = False) -> str | None
     if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
         return f"top level {sorted(body) if isinstance(body, dict) else type(body).__name__}"
     error = body["error"]
-    expected, field = (OPENAI_ERROR_KEYS, "param") if openai_route else (ERROR_KEYS, "field")
+    expected = OPENAI_ERROR_KEYS if path.startswith("/v1/") else ERROR_KEYS
     if set(error) != expected:
         return f"error keys {sorted(error)}"
     if not isinstance(error["code"], str) or not isinstance(error["message"], str):
         return "code or message not a string"
-    if error[field] is not None and not isinstance(error[field], str):
-        return f"{field} neither a string nor null"
-    if openai_route and not isinstance(error["type"], str):
-        return "type not a string"
+    optional = error.get("param") if path.startswith("/v1/") else error["field"]
+    if optional is not None and not isinstance(optional, str):
+        return "field or param neither a string nor null"
     return None
 
 
@@ -154,7 +153,7 @@ def send(url: str, cases: list[Any], api_key: str | None, concurrency: int, time
         if response.status_code >= 500:
             report.server_errors.append(f"{route} {response.status_code}: {response.text[:200]}")
         elif response.status_code >= 400:
-            problem = error_shape_problem(response, openai_route=route.split(" ", 1)[-1].startswith("/v1/"))
+            problem = error_shape_problem(response, case.operation.path)
             if problem:
                 report.bad_shapes.append(f"{route} {response.status_code}: {problem}: {response.text[:200]}")
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from atomthink.errors import AtomThinkError, InvalidRequest, ModelNotFound, Overloaded
+from atomthink.errors import AtomThinkError, InvalidRequest, ModelNotFound, Overloaded, Unauthorized
 from service.api.auth import AuthDep
 from service.api.errors import validation_to_error
 from service.api.openai_protocol import (
@@ -63,7 +63,7 @@ def openai_error(exc: AtomThinkError) -> JSONResponse:
     response = JSONResponse(body.model_dump(), status_code=status)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(exc.retry_after_s)
-    if status == 401:
+    if isinstance(exc, Unauthorized):
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
