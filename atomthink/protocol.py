@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -87,7 +87,20 @@ class PrmJob(_Message):
     request_id: str
     question: str
     paths: list[list[str]] = Field(min_length=1)
+    known_scores: list[list[float]] = Field(default_factory=list)
+    """Per path (empty: none), the scores of its first steps that the gateway already holds from an earlier job.
+    A PRM's score of a step depends only on the text up to it, so a backend that pays per step (one engine
+    request each, ``openai-completions``) scores only the steps after them and returns these as they are."""
     enqueued_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="after")
+    def _known_scores_fit(self) -> PrmJob:
+        if self.known_scores and len(self.known_scores) != len(self.paths):
+            raise ValueError(f"known_scores has {len(self.known_scores)} entries for {len(self.paths)} paths")
+        for path, known in zip(self.paths, self.known_scores, strict=False):
+            if len(known) > len(path):
+                raise ValueError(f"{len(known)} known scores for a path of {len(path)} steps")
+        return self
 
 
 class _Result(_Message):

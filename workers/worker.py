@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from atomthink.errors import BackendUnavailable, ContextTooLong
 from atomthink.protocol import (
@@ -57,7 +57,8 @@ def make_worker_id(role: Role) -> str:
 
 
 class _BatchWorker(Generic[J]):
-    """The loop shared by both roles; subclasses turn a batch of jobs into results."""
+    """The loop shared by both roles; subclasses say how a job becomes a backend request (``prepare``), how requests
+    run (``execute``) and how an output becomes a result (``success``)."""
 
     role: Role
 
@@ -181,6 +182,32 @@ class _BatchWorker(Generic[J]):
         metrics.JOBS.labels(self.role, outcome).inc(len(answers))
 
     async def run_batch(self, jobs: Sequence[J]) -> list[Result]:
+        """Answer ``jobs``: each is prepared (or refused with a typed error), the runnable ones run together."""
+        results: dict[str, Result] = {}
+        runnable: list[J] = []
+        requests: list[Any] = []
+        for job in jobs:
+            prepared = await self.prepare(job)
+            if isinstance(prepared, JobError):
+                results[job.job_id] = self.failure(job, prepared)
+            else:
+                runnable.append(job)
+                requests.append(prepared)
+        if requests:
+            outputs = await self.execute(runnable, requests)
+            for job, output in zip(runnable, outputs, strict=True):
+                results[job.job_id] = self.success(job, output)
+        return [results[job.job_id] for job in jobs]
+
+    async def prepare(self, job: J) -> Any:
+        """The backend request of ``job``, or the ``JobError`` that refuses it."""
+        raise NotImplementedError
+
+    async def execute(self, jobs: Sequence[J], requests: Sequence[Any]) -> Sequence[Any]:
+        """Run the requests: concurrently on an engine (continuous feeding), else as one model call in a thread."""
+        raise NotImplementedError
+
+    def success(self, job: J, output: Any) -> Result:
         raise NotImplementedError
 
     def failure(self, job: J, error: JobError) -> Result:
@@ -209,47 +236,40 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
         self.backend = backend
         self.images = DecodedImageCache(source.get_image)
 
-    async def run_batch(self, jobs: Sequence[PolicyJob]) -> list[Result]:
-        results: dict[str, Result] = {}
-        runnable: list[PolicyJob] = []
-        requests = []
-        for job in jobs:
-            if job.prompt_preset is not None and job.prompt_preset != self.backend.preset.name:
-                message = (
-                    f"the gateway searches with prompt preset {job.prompt_preset!r} but this worker serves "
-                    f"{self.backend.preset.name!r}; set the same ATOMTHINK_PROMPT_PRESET on both"
-                )
-                results[job.job_id] = self.failure(
-                    job, JobError(code="preset_mismatch", message=message, recoverable=False)
-                )
-                continue
-            try:
-                image = await self.images.get(job.image_id) if job.image_id else None
-            except KeyError as exc:
-                error = JobError(code="image_missing", message=str(exc), recoverable=False)
-                results[job.job_id] = self.failure(job, error)
-                continue
-            request = GenerationRequest(job.kind, job.question, job.steps, image, job.sampling)
-            try:
-                if isinstance(self.backend, WindowedPolicy):
-                    request = self.backend.fit(request)  # history grows every step: never a position past the window
-            except ContextTooLong as exc:
-                results[job.job_id] = self.failure(job, _context_error(self.role, exc))
-                continue
-            runnable.append(job)
-            requests.append(request)
-        if requests:
-            metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in runnable))
-            outputs: list[list[Candidate]]
-            if self.continuous and isinstance(self.backend, EnginePolicyBackend):
-                engine = self.backend
-                outputs = list(await asyncio.gather(*(engine.agenerate(r) for r in requests)))
-            else:
-                outputs = await asyncio.to_thread(self.backend.generate, requests)
-            metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
-            for job, candidates in zip(runnable, outputs, strict=True):
-                results[job.job_id] = PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
-        return [results[job.job_id] for job in jobs]
+    async def prepare(self, job: PolicyJob) -> GenerationRequest | JobError:
+        if job.prompt_preset is not None and job.prompt_preset != self.backend.preset.name:
+            message = (
+                f"the gateway searches with prompt preset {job.prompt_preset!r} but this worker serves "
+                f"{self.backend.preset.name!r}; set the same ATOMTHINK_PROMPT_PRESET on both"
+            )
+            return JobError(code="preset_mismatch", message=message, recoverable=False)
+        try:
+            image = await self.images.get(job.image_id) if job.image_id else None
+        except KeyError as exc:
+            return JobError(code="image_missing", message=str(exc), recoverable=False)
+        request = GenerationRequest(job.kind, job.question, job.steps, image, job.sampling)
+        try:
+            if isinstance(self.backend, WindowedPolicy):
+                request = self.backend.fit(request)  # history grows every step: never a position past the window
+        except ContextTooLong as exc:
+            return _context_error(self.role, exc)
+        return request
+
+    async def execute(
+        self, jobs: Sequence[PolicyJob], requests: Sequence[GenerationRequest]
+    ) -> Sequence[list[Candidate]]:
+        metrics.BATCH_ROWS.labels(self.role).observe(sum(job.sampling.n for job in jobs))
+        outputs: Sequence[list[Candidate]]
+        if self.continuous and isinstance(self.backend, EnginePolicyBackend):
+            engine = self.backend
+            outputs = await asyncio.gather(*(engine.agenerate(r) for r in requests))
+        else:
+            outputs = await asyncio.to_thread(self.backend.generate, requests)
+        metrics.GENERATED_TOKENS.inc(sum(c.num_tokens for cands in outputs for c in cands))
+        return outputs
+
+    def success(self, job: PolicyJob, output: list[Candidate]) -> Result:
+        return PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=output)
 
     def failure(self, job: PolicyJob, error: JobError) -> Result:
         return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
@@ -275,31 +295,24 @@ class PrmWorker(_BatchWorker[PrmJob]):
         )
         self.scorer = scorer
 
-    async def run_batch(self, jobs: Sequence[PrmJob]) -> list[Result]:
-        results: dict[str, Result] = {}
-        runnable: list[PrmJob] = []
-        requests: list[ScoreRequest] = []
-        for job in jobs:
-            request = ScoreRequest(job.question, job.paths)
-            try:
-                if isinstance(self.scorer, WindowedScorer):
-                    self.scorer.fit(request)
-            except ContextTooLong as exc:
-                results[job.job_id] = self.failure(job, _context_error(self.role, exc))
-                continue
-            runnable.append(job)
-            requests.append(request)
-        if requests:
-            metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in runnable))
-            scores: list[list[list[float]]]
-            if self.continuous and isinstance(self.scorer, EngineStepScorer):
-                engine = self.scorer
-                scores = list(await asyncio.gather(*(engine.ascore(r) for r in requests)))
-            else:
-                scores = await asyncio.to_thread(self.scorer.score, requests)
-            for job, s in zip(runnable, scores, strict=True):
-                results[job.job_id] = PrmResult(job_id=job.job_id, request_id=job.request_id, scores=s)
-        return [results[job.job_id] for job in jobs]
+    async def prepare(self, job: PrmJob) -> ScoreRequest | JobError:
+        request = ScoreRequest(job.question, job.paths, job.known_scores)
+        try:
+            if isinstance(self.scorer, WindowedScorer):
+                self.scorer.fit(request)
+        except ContextTooLong as exc:
+            return _context_error(self.role, exc)
+        return request
+
+    async def execute(self, jobs: Sequence[PrmJob], requests: Sequence[ScoreRequest]) -> Sequence[list[list[float]]]:
+        metrics.BATCH_ROWS.labels(self.role).observe(sum(len(job.paths) for job in jobs))
+        if self.continuous and isinstance(self.scorer, EngineStepScorer):
+            engine = self.scorer
+            return await asyncio.gather(*(engine.ascore(r) for r in requests))
+        return await asyncio.to_thread(self.scorer.score, requests)
+
+    def success(self, job: PrmJob, output: list[list[float]]) -> Result:
+        return PrmResult(job_id=job.job_id, request_id=job.request_id, scores=output)
 
     def failure(self, job: PrmJob, error: JobError) -> Result:
         return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)

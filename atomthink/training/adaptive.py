@@ -62,7 +62,7 @@ class ReplayExpander:
             out.append(Candidate(text=step, num_tokens=count, finish_reason="delimiter"))
         return out
 
-    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
         return [self.prefix_scores[tuple(path)] for path in paths]
 
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -38,7 +38,14 @@ from service.api.openai_protocol import (
     usage,
 )
 from service.api.routes import QuotasDep
-from service.api.stream import EVENT_STREAM, KEEPALIVE, error_body, event_stream, solve_with_events
+from service.api.stream import (
+    EVENT_STREAM,
+    SearchUpdate,
+    error_body,
+    event_stream,
+    render_solve,
+    solve_until_disconnect,
+)
 from service.events import ExpansionEvent, SelectionEvent
 from service.images import image_from_url, validate_image
 from service.quotas import solve_cost
@@ -49,7 +56,6 @@ OPENAI_SCHEMAS: list[type[BaseModel]] = [ChatCompletionRequest, ChatCompletionCh
 """Models the OpenAPI document lists for these routes beyond their response models."""
 
 MAX_TEXT_BYTES = 256 * 1024
-DISCONNECT_POLL_S = 0.25
 STARTED = int(time.time())
 
 
@@ -161,7 +167,7 @@ async def chat_completions(
             lease.aclose,
         )
     async with admission, quotas.admit(principal, solve_cost(params)):
-        response = await _solve_until_disconnect(request, runtime, params, image)
+        response = await solve_until_disconnect(request, runtime, params, image)
     return completion(response, chat.model, created)
 
 
@@ -179,26 +185,6 @@ async def _read_chat_request(request: Request, limit: int) -> ChatCompletionRequ
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_to_error(exc) from None
-
-
-async def _solve_until_disconnect(
-    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
-) -> SolveResponse:
-    """Solve; a client that goes away cancels the search (and so its queued jobs)."""
-    task = asyncio.create_task(runtime.solve(params, image))
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise asyncio.CancelledError
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def accepted_path(kept: list[int], parents: dict[int, int | None]) -> list[int]:
@@ -237,35 +223,29 @@ async def _chunks(
     texts: dict[int, str] = {}
     parents: dict[int, int | None] = {}
     sent: list[int] = []
-    yield chunk(Delta(role="assistant", content=""))
-    try:
-        events = solve_with_events(runtime, params, image, runtime.settings.stream_keepalive_s)
-        async with contextlib.aclosing(events) as items:
-            async for item in items:
-                if item is None:
-                    yield KEEPALIVE
-                elif isinstance(item, ExpansionEvent):
-                    for node in item.nodes:
-                        texts[node.id], parents[node.id] = node.text, node.parent
-                elif isinstance(item, SelectionEvent):
-                    accepted = accepted_path(item.kept, parents)
-                    if accepted[: len(sent)] == sent:
-                        for node_id in accepted[len(sent) :]:
-                            yield reasoning(texts[node_id], first=not sent)
-                            sent.append(node_id)
-                elif isinstance(item, SolveResponse):
-                    for step in item.steps[len(sent) :]:
-                        yield reasoning(step.text, first=not sent)
-                        sent.append(-1)
-                    if item.answer:
-                        yield chunk(Delta(content=item.answer))
-                    yield chunk(Delta(), finish_reason=finish_reason(item), atomthink=item)
-                    if include_usage:
-                        message = ChatCompletionChunk(
-                            id=chunk_id, created=created, model=model, choices=[], usage=usage(item)
-                        )
-                        yield f"data: {message.model_dump_json(exclude_none=True)}\n\n"
-    except Exception as exc:
+
+    def render(item: SearchUpdate | SolveResponse) -> Iterator[str]:
+        if isinstance(item, ExpansionEvent):
+            for node in item.nodes:
+                texts[node.id], parents[node.id] = node.text, node.parent
+        elif isinstance(item, SelectionEvent):
+            accepted = accepted_path(item.kept, parents)
+            if accepted[: len(sent)] == sent:
+                for node_id in accepted[len(sent) :]:
+                    yield reasoning(texts[node_id], first=not sent)
+                    sent.append(node_id)
+        elif isinstance(item, SolveResponse):
+            for step in item.steps[len(sent) :]:
+                yield reasoning(step.text, first=not sent)
+                sent.append(-1)
+            if item.answer:
+                yield chunk(Delta(content=item.answer))
+            yield chunk(Delta(), finish_reason=finish_reason(item), atomthink=item)
+            if include_usage:
+                message = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[], usage=usage(item))
+                yield f"data: {message.model_dump_json(exclude_none=True)}\n\n"
+
+    def render_error(exc: Exception) -> str:
         error = error_body(exc).error
         status = exc.status_code if isinstance(exc, AtomThinkError) else 500
         body = OpenAIErrorBody(
@@ -274,5 +254,9 @@ async def _chunks(
             param=error.field,
             code=error.code,
         )
-        yield f"data: {OpenAIError(error=body).model_dump_json()}\n\n"
+        return f"data: {OpenAIError(error=body).model_dump_json()}\n\n"
+
+    yield chunk(Delta(role="assistant", content=""))
+    async for text in render_solve(runtime, params, image, render, render_error):
+        yield text
     yield "data: [DONE]\n\n"

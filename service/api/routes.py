@@ -14,14 +14,12 @@ from atomthink.errors import BackendUnavailable, Overloaded
 from atomthink.queue import metrics as queue_metrics
 from service.api.auth import AuthDep, check_request
 from service.api.parsing import read_solve_request
-from service.api.stream import STREAMED, solve_event_stream, wants_stream
+from service.api.stream import STREAMED, solve_event_stream, solve_until_disconnect, wants_stream
 from service.quotas import QuotaGate, solve_cost
 from service.runtime import Runtime
-from service.schemas import AggregationName, ErrorResponse, Mode, SolveParams, SolveResponse, Strategy
+from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
 
 router = APIRouter()
-
-DISCONNECT_POLL_S = 0.25
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -95,32 +93,7 @@ async def solve(
             await lease.enter_async_context(quotas.admit(principal, solve_cost(params)))
             return solve_event_stream(request, runtime, params, image, on_close=lease.aclose)
         async with quotas.admit(principal, solve_cost(params)):
-            return await _solve_until_disconnect(request, runtime, params, image)
-
-
-async def _solve_until_disconnect(
-    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
-) -> SolveResponse:
-    """Run the solve; a client that disconnects cancels it."""
-    task = asyncio.create_task(runtime.solve(params, image))
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
-    try:
-        return await task
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
-    """A client that goes away cancels its search (and so its queued jobs)."""
-    while not task.done():
-        if await request.is_disconnected():
-            task.cancel()
-            return
-        await asyncio.sleep(DISCONNECT_POLL_S)
+            return await solve_until_disconnect(request, runtime, params, image)
 
 
 @router.get("/healthz")

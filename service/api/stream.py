@@ -1,4 +1,5 @@
-"""``/solve`` as Server-Sent Events: the search events as they happen, then the response body or a typed error.
+"""A solve tied to its client: plain (``solve_until_disconnect``) or as Server-Sent Events, the search events as
+they happen, then the response body or a typed error. ``/solve`` and the OpenAI facade share these.
 
 Wire format (one SSE event each): ``expansion``, ``scoring`` and ``selection`` carry the models of
 ``service.events``; ``result`` carries exactly the non-streamed ``SolveResponse`` body; ``error`` carries the usual
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import Request
@@ -25,6 +26,8 @@ from service.runtime import Runtime
 from service.schemas import ErrorBody, ErrorResponse, SolveParams, SolveResponse
 
 log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.25
 
 EVENT_STREAM = "text/event-stream"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -80,6 +83,30 @@ def error_body(exc: BaseException) -> ErrorResponse:
     return ErrorResponse(error=ErrorBody(code="internal_error", message="internal error; see the gateway log"))
 
 
+async def solve_until_disconnect(
+    request: Request, runtime: Runtime, params: SolveParams, image: bytes | None
+) -> SolveResponse:
+    """Run the solve; a client that disconnects cancels it (and so its queued jobs)."""
+    task = asyncio.create_task(runtime.solve(params, image))
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, task))
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any]) -> None:
+    while not task.done():
+        if await request.is_disconnected():
+            task.cancel()
+            return
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
 async def solve_with_events(
     runtime: Runtime, params: SolveParams, image: bytes | None, keepalive_s: float
 ) -> AsyncGenerator[StreamItem, None]:
@@ -110,6 +137,28 @@ async def solve_with_events(
             yield item
     finally:
         task.cancel()  # no await: this may run inside a cancelled scope; the task cancels its jobs itself
+
+
+async def render_solve(
+    runtime: Runtime,
+    params: SolveParams,
+    image: bytes | None,
+    render: Callable[[SearchUpdate | SolveResponse], Iterable[str]],
+    render_error: Callable[[Exception], str],
+) -> AsyncGenerator[str, None]:
+    """The body of a streamed solve: ``render`` writes each event and the response, keep-alives fill the silences,
+    and an error after the stream has started is written by ``render_error``."""
+    try:
+        events = solve_with_events(runtime, params, image, runtime.settings.stream_keepalive_s)
+        async with contextlib.aclosing(events) as items:
+            async for item in items:
+                if item is None:
+                    yield KEEPALIVE
+                else:
+                    for text in render(item):
+                        yield text
+    except Exception as exc:
+        yield render_error(exc)
 
 
 class Admission:
@@ -174,18 +223,10 @@ def solve_event_stream(
 ) -> StreamingResponse:
     """``/solve`` streamed: search events, then ``result`` (the non-streamed body) or ``error``."""
 
-    async def body() -> AsyncGenerator[str, None]:
-        try:
-            events = solve_with_events(runtime, params, image, runtime.settings.stream_keepalive_s)
-            async with contextlib.aclosing(events) as items:
-                async for item in items:
-                    if item is None:
-                        yield KEEPALIVE
-                    elif isinstance(item, SolveResponse):
-                        yield sse("result", item)
-                    else:
-                        yield sse(item.type, item)
-        except Exception as exc:
-            yield sse("error", error_body(exc))
+    def render(item: SearchUpdate | SolveResponse) -> Iterable[str]:
+        yield sse("result", item) if isinstance(item, SolveResponse) else sse(item.type, item)
+
+    def body() -> AsyncGenerator[str, None]:
+        return render_solve(runtime, params, image, render, lambda exc: sse("error", error_body(exc)))
 
     return event_stream(request, body, on_close)

@@ -150,8 +150,14 @@ class QueueExpander:
         self.stats.generated_tokens += sum(c.num_tokens for c in result.candidates)
         return result.candidates
 
-    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
-        job = PrmJob(request_id=self.request_id, question=self.question, paths=[list(p) for p in paths])
+    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
+        known_scores = [list(k) for k in known] if any(known) else []
+        job = PrmJob(
+            request_id=self.request_id,
+            question=self.question,
+            paths=[list(p) for p in paths],
+            known_scores=known_scores,
+        )
         self.stats.prm_calls += 1
         result = await self._call(job, self.stats.prm_clock)
         if [len(s) for s in result.scores] != [len(p) for p in paths]:

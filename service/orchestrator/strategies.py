@@ -24,7 +24,10 @@ class StepExpander(Protocol):
         self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
     ) -> list[Candidate]: ...
 
-    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]: ...
+    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
+        """PRM scores of every step of each path; ``known`` (per path, or empty) holds scores of its first steps
+        from an earlier call, which the PRM may return instead of recomputing them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,8 @@ class TokenBudget:
         self.spent += sum(c.num_tokens for c in candidates)
         return candidates
 
-    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
-        return await self.inner.score(paths)
+    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
+        return await self.inner.score(paths, known)
 
 
 def best_so_far(tree: SearchTree, config: SearchConfig) -> SearchOutcome:
@@ -180,8 +183,8 @@ async def quick(expander: StepExpander, tree: SearchTree, config: SearchConfig) 
 
 
 async def _score_nodes(expander: StepExpander, nodes: Sequence[Node]) -> None:
-    """One PRM call for every path ending at ``nodes``."""
-    scores = await expander.score([node.steps() for node in nodes])
+    """One PRM call for every path ending at ``nodes``, with the scores their nearest scored ancestors hold."""
+    scores = await expander.score([node.steps() for node in nodes], [node.known_scores() for node in nodes])
     for node, path_scores in zip(nodes, scores, strict=True):
         node.path_scores = path_scores
 

@@ -60,6 +60,13 @@ class Node:
     def steps(self) -> list[str]:
         return [n.text for n in self.path()]
 
+    def known_scores(self) -> list[float]:
+        """Scores of this path's first steps already computed: those of the nearest scored ancestor."""
+        node = self.parent
+        while node is not None and node.path_scores is None:
+            node = node.parent
+        return list(node.path_scores) if node is not None and node.path_scores is not None else []
+
     def previous_text(self) -> str | None:
         """Text of this node as the 'previous step' of its children (None at the root)."""
         return self.text if self.parent is not None else None

@@ -129,6 +129,26 @@ def test_completions_prm_on_vllm_equals_the_transformers_prm(prm_server: VllmSer
     assert one == scores[0]
 
 
+def test_completions_prm_scores_only_the_steps_after_the_known_ones(prm_server: VllmServer) -> None:
+    """Known scores come back as given (the engine is not asked for them), later steps as a full scoring gives."""
+    settings = Settings(prm_backend="openai-completions", prm_base_url=prm_server.url + "/v1", prm_model=str(PRM),
+                        openai_api_key=API_KEY)  # fmt: skip
+    remote = load_prm(settings)
+    assert isinstance(remote, OpenAICompletionsPrm)
+    problem = make_problem(HELDOUT_SEED, 1)
+    path = [s.text for s in problem.steps]
+    marker = [0.123456, 0.654321]  # no PRM gives these: they can only come from the job
+    try:
+        [[full]] = remote.score([ScoreRequest(text_question(problem), [path])])
+        [[partial]] = remote.score([ScoreRequest(text_question(problem), [path], [marker])])
+        [[whole]] = remote.score([ScoreRequest(text_question(problem), [path[:2]], [marker])])
+    finally:
+        close_backend(remote)
+    assert partial[:2] == marker and partial[2:] == pytest.approx(full[2:], abs=1e-4)
+    assert whole == marker
+    assert len(remote.prompts(text_question(problem), path, 2)) == len(path) - 2
+
+
 def test_pooling_prm_on_vllm_equals_the_transformers_prm(tmp_path: Path) -> None:
     """A token-classification PRM on ``vllm serve --runner pooling``. A generic ``*ForTokenClassification`` pools
     every token; ``--pooler-config`` with a STEP pooler on the separator's id returns one row per step, as vLLM's

@@ -24,6 +24,7 @@ class ScriptedExpander:
         self.cursor: dict[tuple[str, ...], int] = defaultdict(int)
         self.calls: list[tuple[tuple[str, ...], int, PromptKind, float | None]] = []
         self.score_calls: list[list[list[str]]] = []
+        self.known_calls: list[list[list[float]]] = []
 
     async def propose(
         self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
@@ -39,8 +40,9 @@ class ScriptedExpander:
             self.cursor[state] += 1
         return [Candidate(text=t, num_tokens=len(t), finish_reason="delimiter") for t in picked]
 
-    async def score(self, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
         self.score_calls.append([list(p) for p in paths])
+        self.known_calls.append([list(k) for k in known])
         return [[self.scores[s] for s in path] for path in paths]
 
 
@@ -76,6 +78,10 @@ async def test_beam_keeps_global_top_k_across_beams_and_stops_on_final() -> None
     # all candidates of one depth are scored in one PRM call
     assert [len(call) for call in expander.score_calls] == [3, 6, 6]
     assert all(call[1] == 3 for call in expander.calls)
+    # every call but the first hands the PRM the scores each path's kept parent already has
+    assert expander.known_calls[0] == [[], [], []]
+    assert expander.known_calls[1] == [[0.9]] * 3 + [[0.8]] * 3
+    assert expander.known_calls[2] == [[0.9, 0.95]] * 3 + [[0.9, 0.85]] * 3
 
 
 async def test_beam_ranks_by_aggregated_path_score() -> None:

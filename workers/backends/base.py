@@ -29,6 +29,8 @@ class ScoreRequest:
 
     question: str
     paths: Sequence[Sequence[str]]
+    known: Sequence[Sequence[float]] = ()
+    """Per path (or empty), the scores of its first steps from an earlier job: a backend may skip those steps."""
 
 
 class PolicyBackend(Protocol):

@@ -1,12 +1,12 @@
-"""PRM backends over an OpenAI-compatible server (vLLM), one HTTP call per path, all paths of a batch at once.
+"""PRM backends over an OpenAI-compatible server (vLLM); the requests of a batch are scored concurrently.
 
-- ``OpenAIPoolingPrm``: a token-classification PRM (Qwen2.5-Math-PRM) behind ``POST /pooling``: the chat
-  (system prompt, question, steps each followed by ``<extra_0>``) comes back as one ``[p_bad, p_good]`` row per
-  separator; the step score is ``p_good``.
-- ``OpenAICompletionsPrm``: a causal-LM PRM (Math-psa, Math-Shepherd) served as a generative model. The path is
-  tokenized here, as one string, exactly as the transformers backend does (``encode_path``); each
-  step's prefix up to its tag is a token-id prompt of a one-token completion whose label logprobs give
-  ``p(+) / (p(+) + p(-))``.
+- ``OpenAIPoolingPrm``: a token-classification PRM (Qwen2.5-Math-PRM) behind ``POST /pooling``, one call per path:
+  the chat (system prompt, question, steps each followed by ``<extra_0>``) comes back as one ``[p_bad, p_good]`` row
+  per separator; the step score is ``p_good``.
+- ``OpenAICompletionsPrm``: a causal-LM PRM (Math-psa, Math-Shepherd) served as a generative model, one call per
+  request. The path is tokenized here, as one string, exactly as the transformers backend does (``encode_path``);
+  each step's prefix up to its tag is a token-id prompt of a one-token completion whose label logprobs give
+  ``p(+) / (p(+) + p(-))``. Steps whose scores the job already carries (``known``) get no prompt.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def scores_from_completions(response: CompletionResponse, labels: tuple[int, int
 
 
 class _RemotePrm:
-    """Shared client plumbing: one concurrent call per path, results regrouped per request."""
+    """Shared client plumbing: each request's scores from concurrent HTTP calls (how many: the subclass's)."""
 
     def __init__(self, client: RemoteClient) -> None:
         self._client = client
@@ -107,19 +107,10 @@ class _RemotePrm:
         self._calls += 1
         return await self._client.arun(self._score_request(request))
 
-    async def _score_request(self, request: ScoreRequest) -> list[list[float]]:
-        return list(await asyncio.gather(*(self._score_path(request.question, path) for path in request.paths)))
-
     async def _score_all(self, requests: Sequence[ScoreRequest]) -> list[list[list[float]]]:
-        flat = await asyncio.gather(*(self._score_path(r.question, path) for r in requests for path in r.paths))
-        results: list[list[list[float]]] = []
-        offset = 0
-        for request in requests:
-            results.append(list(flat[offset : offset + len(request.paths)]))
-            offset += len(request.paths)
-        return results
+        return list(await asyncio.gather(*(self._score_request(r) for r in requests)))
 
-    async def _score_path(self, question: str, steps: Sequence[str]) -> list[float]:
+    async def _score_request(self, request: ScoreRequest) -> list[list[float]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -158,6 +149,10 @@ class OpenAIPoolingPrm(_RemotePrm):
         client = _client(settings, "openai-pooling-prm")
         return cls(str(settings.prm_base_url), model=settings.prm_served_name, preset=preset, client=client)
 
+    async def _score_request(self, request: ScoreRequest) -> list[list[float]]:
+        """One ``/pooling`` call per path (it takes one conversation); the whole path is scored each time."""
+        return list(await asyncio.gather(*(self._score_path(request.question, path) for path in request.paths)))
+
     async def _score_path(self, question: str, steps: Sequence[str]) -> list[float]:
         if not steps:
             return []
@@ -194,14 +189,29 @@ class OpenAICompletionsPrm(_RemotePrm):
             client=client,
         )
 
-    def prompts(self, question: str, steps: Sequence[str]) -> list[list[int]]:
-        """Token ids of each step's prefix, ending at the last token of its tag."""
+    def prompts(self, question: str, steps: Sequence[str], start: int = 0) -> list[list[int]]:
+        """Token ids of each step's prefix from step ``start`` on, ending at the last token of its tag."""
         ids, positions = encode_path(self.tokenizer, self.preset, question, steps)
-        return [ids[: position + 1] for position in positions]
+        return [ids[: position + 1] for position in positions[start:]]
 
-    async def _score_path(self, question: str, steps: Sequence[str]) -> list[float]:
-        if not steps:
-            return []
-        payload = completion_request(self.prompts(question, steps), self.labels, model=self.model)
-        response = await self._client.post(self.url, payload, CompletionResponse)
-        return scores_from_completions(response, self.labels, len(steps))
+    async def _score_request(self, request: ScoreRequest) -> list[list[float]]:
+        """One ``/completions`` call for the whole request: a prompt per step not in ``known`` (a causal PRM's
+        earlier scores do not change), over all its paths."""
+        known = request.known or [()] * len(request.paths)
+        starts = [min(len(k), len(path)) for path, k in zip(request.paths, known, strict=True)]
+        prompts = [
+            prompt
+            for path, start in zip(request.paths, starts, strict=True)
+            for prompt in self.prompts(request.question, path, start)
+        ]
+        fresh: list[float] = []
+        if prompts:
+            payload = completion_request(prompts, self.labels, model=self.model)
+            response = await self._client.post(self.url, payload, CompletionResponse)
+            fresh = scores_from_completions(response, self.labels, len(prompts))
+        scores, offset = [], 0
+        for path, k, start in zip(request.paths, known, starts, strict=True):
+            new = len(path) - start
+            scores.append([*k[:start], *fresh[offset : offset + new]])
+            offset += new
+        return scores
