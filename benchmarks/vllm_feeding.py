@@ -9,8 +9,12 @@ for three ways of feeding the engine:
 
 The policy is ``atomthink-tiny-text-policy`` on an in-process ``AsyncLLM`` (prefix caching on and off); the PRM is
 the shipped tiny PRM behind a real ``vllm serve`` (completion logprobs), fed the same way as the policy. Two paths:
-``inprocess`` (solver and workers in this process, memory queue) and ``redis`` (a gateway, two policy worker
-processes with an engine each and one PRM worker, on a private Redis).
+``inprocess`` (solver and workers in this process, memory queue) and ``redis`` (a gateway, ``--redis-policy-workers``
+policy worker processes with an engine each and one PRM worker, on a private Redis).
+
+Each engine's compute threads are pinned (``VLLM_CPU_OMP_THREADS_BIND``): the PRM server on ``--prm-cores``, the
+policy engines on ``--policy-cores``. vLLM's default (``auto``) binds every engine to the same cores, and two engines
+that share cores spin against each other: on the 2-core project machine that halved the solves per second.
 
     ./scripts/install-vllm.sh
     .venv-vllm/bin/python benchmarks/vllm_feeding.py                 # the full table (~20 min on 2 cores)
@@ -127,6 +131,7 @@ async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) 
             "vllm_enable_prefix_caching": caching == "on", "prm_backend": "openai-completions",
             "prm_base_url": prm_url, "prm_model": str(PRM), "job_timeout_s": 600}  # fmt: skip
     settings = Settings(**base)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores  # read when the engine process starts
     policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
     prm = await asyncio.to_thread(OpenAICompletionsPrm.from_settings, settings)
     cells = []
@@ -154,7 +159,7 @@ async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) 
 
 def wait_ready(gateway: ServerProcess, workers: list[WorkerProcess], logdir: Path) -> None:
     deadline = time.monotonic() + 900
-    while httpx.get(gateway.url + "/readyz", timeout=5).json()["workers"] != {"policy": 2, "prm": 1}:
+    while httpx.get(gateway.url + "/readyz", timeout=5).json()["workers"] != {"policy": len(workers) - 1, "prm": 1}:
         if time.monotonic() > deadline or any(w.process.poll() is not None for w in workers):
             raise RuntimeError(f"workers did not start; logs in {logdir}")
         time.sleep(1)
@@ -172,9 +177,13 @@ async def redis_cells(args: argparse.Namespace, prm_url: str, caching: str, logd
             engine = {**env, **VLLM_CPU_ENV, "ATOMTHINK_POLICY_BACKEND": "vllm", "ATOMTHINK_DTYPE": "float32",
                       "ATOMTHINK_VLLM_MAX_MODEL_LEN": "1024", "ATOMTHINK_VLLM_ENFORCE_EAGER": "true",
                       "ATOMTHINK_VLLM_ENABLE_CHUNKED_PREFILL": "false",
-                      "ATOMTHINK_VLLM_ENABLE_PREFIX_CACHING": str(caching == "on").lower()}  # fmt: skip
+                      "ATOMTHINK_VLLM_ENABLE_PREFIX_CACHING": str(caching == "on").lower(),
+                      "VLLM_CPU_OMP_THREADS_BIND": args.policy_cores}  # fmt: skip
             python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
-            workers = [WorkerProcess("policy", engine, logdir / f"{mode}-policy{k}.log", python=python) for k in (0, 1)]
+            workers = [
+                WorkerProcess("policy", engine, logdir / f"{mode}-policy{k}.log", python=python)
+                for k in range(args.redis_policy_workers)
+            ]
             workers.append(WorkerProcess("prm", env, logdir / f"{mode}-prm.log", python=python))
             try:
                 with ServerProcess(["gateway"], env, log_path=logdir / f"{mode}-gateway.log", program=(
@@ -187,7 +196,7 @@ async def redis_cells(args: argparse.Namespace, prm_url: str, caching: str, logd
                             response.raise_for_status()
                             return response.json()
 
-                        await drive(2, 2, solve)  # warm-up (both workers)
+                        await drive(len(workers), len(workers), solve)  # warm-up (every worker)
                         for concurrency in args.concurrency:
                             if skipped(mode, concurrency, args):
                                 continue
@@ -229,6 +238,9 @@ async def main() -> None:
     parser.add_argument("--waves", type=int, default=1, help="requests per cell = waves x concurrency ...")
     parser.add_argument("--min-requests", type=int, default=4, help="... but at least this many")
     parser.add_argument("--batch1-max-concurrency", type=int, default=16)
+    parser.add_argument("--redis-policy-workers", type=int, default=1, help="policy worker processes (redis path)")
+    parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server (auto: vLLM's)")
+    parser.add_argument("--policy-cores", default="1", help="... and of every policy engine")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.modes = args.modes.split(",")
@@ -238,6 +250,11 @@ async def main() -> None:
           "| right |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     cells: list[Cell] = []
+    print(
+        f"# engine cores: PRM {args.prm_cores}, policy {args.policy_cores}; prefix caching of the Redis path's "
+        f"engines {args.redis_caching}; {args.redis_policy_workers} policy worker(s) on Redis"
+    )
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.prm_cores
     with tempfile.TemporaryDirectory() as tmp, VllmServer(PRM, "prm", log_path=Path(tmp) / "prm.log") as prm:
         for path in args.paths.split(","):
             for caching in (args.caching if path == "inprocess" else args.redis_caching).split(","):
