@@ -1,7 +1,7 @@
 """Prompt presets: how a state (question + steps so far) becomes the policy's input text, per model family.
 
 A preset only produces the *user message text* (with ``{image}`` replaced by nothing: the backend places the image
-through the model's processor or chat template). Training (``atomthink.data``) and serving share these functions,
+through the model's processor or chat template). Training (``research.data``) and serving share these functions,
 so the model is asked at inference exactly what it was taught.
 """
 

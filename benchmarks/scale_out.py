@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from atomthink.protocol import PolicyJob, PolicyResult, SamplingParams  # noqa: E402
 from atomthink.queue.redis_streams import RedisStepQueue  # noqa: E402
 from atomthink.settings import DEFAULT_POLICY_DIR, DEFAULT_PRM_DIR  # noqa: E402
-from tests.servers import RedisServer, ServerProcess, WorkerProcess  # noqa: E402
+from harness.servers import RedisServer, ServerProcess, WorkerProcess  # noqa: E402
 
 SLOW = {"question": "What is the total of the bars?", "mode": "slow", "strategy": "beam", "candidates": "4",
         "beam_width": "2", "max_steps": "4"}  # fmt: skip

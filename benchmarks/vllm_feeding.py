@@ -43,9 +43,9 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from atomthink.data.engine import make_problem  # noqa: E402
-from atomthink.data.text_dominant import text_question  # noqa: E402
-from tests.servers import VLLM_CPU_ENV, RedisServer, ServerProcess, VllmServer, WorkerProcess  # noqa: E402
+from harness.servers import VLLM_CPU_ENV, RedisServer, ServerProcess, VllmServer, WorkerProcess  # noqa: E402
+from research.data.engine import make_problem  # noqa: E402
+from research.data.text_dominant import text_question  # noqa: E402
 
 TEXT_POLICY = REPO_ROOT / "models" / "atomthink-tiny-text-policy"
 PRM = REPO_ROOT / "models" / "atomthink-tiny-prm"
@@ -121,7 +121,7 @@ def skipped(mode: str, concurrency: int, args: argparse.Namespace) -> bool:
 
 async def inprocess_cells(args: argparse.Namespace, prm_url: str, caching: str) -> list[Cell]:
     from atomthink.settings import Settings
-    from service.runtime import build_runtime
+    from atomthink_serve.embedded import build_runtime
     from service.schemas import SolveParams
     from workers.backends.openai_prm import OpenAICompletionsPrm
     from workers.backends.vllm_policy import VllmPolicy
@@ -187,7 +187,7 @@ async def redis_cells(args: argparse.Namespace, prm_url: str, caching: str, logd
             workers.append(WorkerProcess("prm", env, logdir / f"{mode}-prm.log", python=python))
             try:
                 with ServerProcess(["gateway"], env, log_path=logdir / f"{mode}-gateway.log", program=(
-                        str(python), "-m", "atomthink.cli")) as gateway:  # fmt: skip
+                        str(python), "-m", "atomthink_serve.cli")) as gateway:  # fmt: skip
                     await asyncio.to_thread(wait_ready, gateway, workers, logdir)
                     async with httpx.AsyncClient(timeout=900) as client:
 

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from atomthink.settings import Settings  # noqa: E402
-from service.runtime import build_runtime  # noqa: E402
+from atomthink_serve.embedded import build_runtime  # noqa: E402
 from service.schemas import SolveParams  # noqa: E402
 from workers.backends.registry import close_backend, load_prm  # noqa: E402
 from workers.backends.vllm_policy import VllmPolicy  # noqa: E402

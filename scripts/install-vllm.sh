@@ -13,7 +13,7 @@ if [ "${ATOMTHINK_SKIP_VLLM:-0}" = 1 ]; then
   echo "ATOMTHINK_SKIP_VLLM=1: not installing $VENV"
   exit 0
 fi
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, atomthink" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, atomthink, atomthink_serve, research" 2>/dev/null; then
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

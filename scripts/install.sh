@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 # never gets vLLM (its pins and CUDA extras break the transformers multimodal path). ATOMTHINK_SKIP_VLLM=1 skips it.
 ./scripts/install-vllm.sh
 
-# Prometheus and promtool (Debian package) for the dashboard tests: tests/unit/test_deploy_compose.py parses every
+# Prometheus and promtool (Debian package) for the dashboard tests: tests/unit/deploy/test_deploy_compose.py parses every
 # panel's PromQL with promtool, tests/integration/test_dashboards_prometheus.py runs a private server on a free port.
 # Only when missing and apt-get exists; the package's own service is never started (policy-rc.d) nor left on :9090.
 install_prometheus() {

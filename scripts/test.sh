@@ -6,6 +6,7 @@ PY=.venv/bin/python
 $PY -m ruff check .
 $PY -m ruff format --check .
 $PY -m mypy
+.venv/bin/lint-imports --no-cache  # the floors between packages: pyproject.toml [tool.importlinter]
 $PY -m mypy deploy/grafana/dashboards.py  # dashboards as code (not a package)
 REDIS_PORT=${ATOMTHINK_TEST_REDIS_PORT:-6379}
 if ! $PY -c "import redis,sys; redis.Redis(port=$REDIS_PORT, socket_timeout=1).ping()" 2>/dev/null; then

@@ -21,7 +21,7 @@ from service.api.openai_routes import router as openai_router
 from service.api.routes import router
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.quotas import make_quotas
-from service.runtime import Runtime, embedded_runtime
+from service.runtime import Runtime
 from service.schemas import SolveJsonRequest
 from service.web import router as web_router
 
@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 RuntimeFactory = Callable[[Settings], AbstractAsyncContextManager[Runtime]]
 
 
-def create_app(settings: Settings | None = None, runtime_factory: RuntimeFactory | None = None) -> FastAPI:
+def create_app(runtime_factory: RuntimeFactory, settings: Settings | None = None) -> FastAPI:
+    """The gateway app; ``runtime_factory`` builds its runtime in the lifespan (``service.runtime.gateway_runtime``
+    over Redis, or the embedded one-process runtime that ``atomthink_serve`` wires)."""
     settings = settings or Settings()
-    factory = runtime_factory or embedded_runtime
+    factory = runtime_factory
     keys = KeyRing.from_settings(settings)  # a bad key file stops the start, before any model loads
 
     @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ import pytest
 import redis
 from PIL import Image, ImageDraw
 
-from tests.servers import ServerProcess
+from harness.servers import ServerProcess
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Randomly initialised tiny LLaVA policy and Llama PRM, saved and reloaded through ``from_pretrained``."""
-    from atomthink.modeling.tiny import build_tiny_policy, build_tiny_prm
+    from research.modeling.tiny import build_tiny_policy, build_tiny_prm
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {"policy": build_tiny_policy(root / "policy", seed=0), "prm": build_tiny_prm(root / "prm", seed=0)}

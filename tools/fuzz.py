@@ -171,7 +171,7 @@ def fuzz(url: str, total: int, *, api_key: str | None = None, seed: int = 0, con
 @contextmanager
 def own_gateway(solve_timeout_s: float) -> Iterator[str]:
     """``atomthink serve`` (shipped models, memory queue) on a free port, keys on, each solve cut at the timeout."""
-    from tests.servers import ServerProcess
+    from harness.servers import ServerProcess
 
     env = {
         "ATOMTHINK_REQUEST_TIMEOUT_S": str(solve_timeout_s),

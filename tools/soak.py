@@ -36,7 +36,7 @@ import redis
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.servers import RedisServer, ServerProcess, WorkerProcess  # noqa: E402
+from harness.servers import RedisServer, ServerProcess, WorkerProcess  # noqa: E402
 
 KEY = "soak-key-0123456789"
 FIGURE = (REPO_ROOT / "examples" / "figure.png").read_bytes()

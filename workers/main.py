@@ -11,12 +11,44 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client import start_http_server
 
 from atomthink.protocol import Role
+from atomthink.queue import make_queue
+from atomthink.queue.base import JobSource
 from atomthink.settings import Settings
-from service.runtime import make_policy_worker, make_prm_worker, make_queue
+from workers.backends.base import PolicyBackend, StepScorer
 from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.worker import PolicyWorker, PrmWorker
 
 log = logging.getLogger(__name__)
+
+
+def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Settings) -> PolicyWorker:
+    return PolicyWorker(
+        source,
+        policy,
+        batch_size=settings.policy_batch_size,
+        max_wait_s=settings.policy_max_wait_ms / 1000,
+        max_inflight=settings.policy_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
+    )
+
+
+def make_prm_worker(source: JobSource, prm: StepScorer, settings: Settings) -> PrmWorker:
+    return PrmWorker(
+        source,
+        prm,
+        batch_size=settings.prm_batch_size,
+        max_wait_s=settings.prm_max_wait_ms / 1000,
+        max_inflight=settings.prm_max_inflight,
+        continuous=None if settings.engine_feeding == "continuous" else False,
+    )
+
+
+def set_torch_threads(settings: Settings) -> None:
+    """Cap torch's intra-op threads when settings ask (several workers on one host)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
 
 
 def redacted_url(url: str) -> str:
@@ -51,10 +83,7 @@ async def run_worker(role: Role, settings: Settings) -> None:
     """Serve jobs of ``role`` until SIGTERM or SIGINT; the batch in flight is finished and answered first."""
     if settings.queue != "redis":
         raise SystemExit("a separate worker process needs the Redis queue: set ATOMTHINK_QUEUE=redis or --redis URL")
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    set_torch_threads(settings)
     if settings.metrics_port:
         port = serve_metrics(settings.metrics_port, settings.metrics_port_tries)
         log.info("%s worker metrics on http://0.0.0.0:%d/metrics", role, port)

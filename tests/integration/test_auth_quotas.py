@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import ServerProcess
 from tests.conftest import TEST_REDIS_URL, model_env
-from tests.servers import ServerProcess
 from tools.fuzz import error_shape_problem
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import ServerProcess
 from tests.conftest import model_env
-from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from atomthink.settings import Settings
+from harness.servers import ServerProcess
 from tests.conftest import png_bytes
-from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from atomthink.protocol import SamplingParams
 from atomthink.settings import Settings
-from service.runtime import embedded_runtime
+from atomthink_serve.embedded import embedded_runtime
 from service.schemas import SolveParams
 from workers.backends.base import GenerationRequest, ScoreRequest
 from workers.backends.hf_policy import TransformersPolicy

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from atomthink.protocol import SamplingParams
+from harness.servers import ServerProcess
 from tests.conftest import TEST_REDIS_URL, model_env
-from tests.servers import ServerProcess
 from workers.backends.base import GenerationRequest
 from workers.backends.context import PolicyWindow
 

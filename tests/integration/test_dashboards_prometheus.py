@@ -19,9 +19,9 @@ import httpx
 import pytest
 import yaml
 
+from harness.servers import REPO_ROOT, RedisServer, ServerProcess, WorkerProcess, free_port
 from tests.conftest import model_env
-from tests.servers import REPO_ROOT, RedisServer, ServerProcess, WorkerProcess, free_port
-from tests.unit.test_deploy_compose import DASHBOARDS
+from tests.unit.deploy.test_deploy_compose import DASHBOARDS
 
 pytestmark = [
     pytest.mark.integration,

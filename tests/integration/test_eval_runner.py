@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from atomthink.eval import cli
-from atomthink.eval.datasets import load_items
-from atomthink.eval.runner import RunOptions, RuntimeSolveClient, read_results, run_items
-from atomthink.eval.suites import RunConfig
 from atomthink.settings import Settings
-from service.runtime import build_runtime
+from atomthink_serve.embedded import build_runtime
+from harness.servers import ServerProcess
+from research.eval import cli
+from research.eval.datasets import load_items
+from research.eval.runner import RunOptions, RuntimeSolveClient, read_results, run_items
+from research.eval.suites import RunConfig
 from service.schemas import SolveParams, SolveResponse
 from tests.conftest import model_env
-from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

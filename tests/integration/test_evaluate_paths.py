@@ -1,4 +1,4 @@
-"""``atomthink.training.evaluate --paths``: a second run reuses the saved samples and measures the same figures."""
+"""``research.training.evaluate --paths``: a second run reuses the saved samples and measures the same figures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from atomthink.data.records import write_dataset
 from atomthink.settings import DEFAULT_POLICY_DIR, DEFAULT_PRM_DIR
-from atomthink.training.evaluate import main as evaluate_main
+from research.data.records import write_dataset
+from research.training.evaluate import main as evaluate_main
 
 pytestmark = pytest.mark.integration
 

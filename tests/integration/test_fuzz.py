@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.servers import ServerProcess
 from tests.conftest import model_env
-from tests.servers import ServerProcess
 from tools.fuzz import FUZZ_KEY, fuzz
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import REPO_ROOT, ServerProcess, free_port
 from tests.conftest import TEST_REDIS_URL, model_env
-from tests.servers import REPO_ROOT, ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def readme_scaling_commands() -> list[list[str]]:
 def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "atomthink.cli", *args[1:]],
+            [sys.executable, "-m", "atomthink_serve.cli", *args[1:]],
             env={**os.environ, **env},
             cwd=REPO_ROOT,
             stdout=out,
@@ -104,7 +104,7 @@ def test_worker_whose_metrics_ports_are_all_taken_exits_with_one_line(tmp_path: 
             [
                 sys.executable,
                 "-m",
-                "atomthink.cli",
+                "atomthink_serve.cli",
                 "worker",
                 "policy",
                 "--redis",

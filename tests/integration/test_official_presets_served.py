@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.servers import ServerProcess, WorkerProcess
 from tests.conftest import model_env, queue_env
-from tests.servers import ServerProcess, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ transformers checkpoints): the checks the transformers backends pass, plus agree
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +14,13 @@ import torch
 from PIL import Image
 from transformers import LlamaConfig, LlamaForTokenClassification
 
-from atomthink.modeling.tiny import char_tokenizer
 from atomthink.prompts import PRESET_FILE
 from atomthink.protocol import SamplingParams
 from atomthink.settings import Settings
-from service.runtime import build_runtime
+from atomthink_serve.embedded import build_runtime
+from harness.servers import ServerProcess
+from research.modeling.tiny import char_tokenizer
 from service.schemas import SolveParams
-from tests.servers import ServerProcess
 from workers.backends.base import GenerationRequest, ScoreRequest
 from workers.backends.hf_policy import TransformersPolicy
 from workers.backends.hf_prm import TransformersPrm
@@ -34,10 +35,16 @@ FINISH_REASONS = {"delimiter", "eos", "length"}
 
 
 class OpenAIServer(ServerProcess):
-    """``atomthink openai-server`` on a free port."""
+    """``python -m harness.openai_server`` on a free port."""
 
     def __init__(self, roles: str, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(["openai-server", "--roles", roles], env, ready_path="/health", log_path=log_path)
+        super().__init__(
+            ["--roles", roles],
+            env,
+            ready_path="/health",
+            log_path=log_path,
+            program=(sys.executable, "-m", "harness.openai_server"),
+        )
 
 
 def build_tiny_token_classification_prm(out_dir: Path) -> Path:

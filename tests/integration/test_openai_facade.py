@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import ServerProcess
+from harness.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

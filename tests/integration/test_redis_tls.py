@@ -11,8 +11,8 @@ import httpx
 import pytest
 import redis
 
+from harness.servers import RedisServer, ServerProcess
 from tests.conftest import model_env
-from tests.servers import RedisServer, ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis.asyncio
 
+from harness.servers import RedisServer, ServerProcess, WorkerProcess
 from tests.conftest import model_env, queue_env
-from tests.servers import RedisServer, ServerProcess, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

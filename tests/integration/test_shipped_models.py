@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from atomthink.data import make_problem
-from atomthink.data.engine import Problem
 from atomthink.settings import DEFAULT_POLICY_DIR, DEFAULT_PRM_DIR, Settings
-from service.runtime import embedded_runtime
+from atomthink_serve.embedded import embedded_runtime
+from research.data import make_problem
+from research.data.engine import Problem
 from service.schemas import SolveParams
 
 pytestmark = pytest.mark.integration
@@ -85,8 +85,8 @@ def test_shipped_prm_ranks_the_reference_path_above_checkable_errors() -> None:
     with one checkable error (the engine's corruptions of the same held-out problem)."""
     import random
 
-    from atomthink.data import corrupt
     from atomthink.prompts import format_question
+    from research.data import corrupt
     from workers.backends.base import ScoreRequest
     from workers.backends.hf_prm import TransformersPrm
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ServerProcess
+from harness.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from harness.servers import ServerProcess
 from tests.conftest import TEST_REDIS_URL, delete_prefix, model_env, queue_env
-from tests.servers import ServerProcess
 from tests.sse import SseEvent, read_events
 
 pytestmark = pytest.mark.integration

@@ -26,16 +26,16 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from atomthink.data.engine import make_problem
-from atomthink.data.text_dominant import text_question
 from atomthink.protocol import SamplingParams
 from atomthink.settings import Settings
-from service.runtime import build_runtime
+from atomthink_serve.embedded import build_runtime
+from harness.servers import REPO_ROOT, VLLM_CPU_ENV, VLLM_PYTHON, ServerProcess, VllmServer, WorkerProcess
+from research.data.engine import make_problem
+from research.data.text_dominant import text_question
 from service.schemas import SolveParams
 from tests.conftest import TEST_REDIS_URL, delete_prefix
 from tests.integration.test_dashboards_prometheus import Prometheus, board_queries, scrape_config
 from tests.integration.test_openai_backends import build_tiny_token_classification_prm, flat
-from tests.servers import REPO_ROOT, VLLM_CPU_ENV, VLLM_PYTHON, ServerProcess, VllmServer, WorkerProcess
 from workers.backends.base import EnginePolicyBackend, EngineStepScorer, GenerationRequest, ScoreRequest
 from workers.backends.hf_policy import TransformersPolicy
 from workers.backends.hf_prm import TransformersPrm

@@ -1,7 +1,7 @@
 """The subset of the OpenAI / vLLM HTTP API the remote backends speak, as pydantic models.
 
 Shared by the clients (``openai_policy``, ``openai_prm``) and the project's own adapter server
-(``workers.openai_server``), so both ends agree on one definition. Requests forbid nothing extra on the server side
+(``harness.openai_server``), so both ends agree on one definition. Requests forbid nothing extra on the server side
 (vLLM accepts many more fields); responses ignore what they do not use.
 """
 

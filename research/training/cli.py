@@ -1,0 +1,133 @@
+"""``atomthink train policy|prm``: train the tiny policy (SFT) or the tiny PRM on data-engine output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    train = subparsers.add_parser("train", help="train the tiny policy or PRM on CPU")
+    sub = train.add_subparsers(dest="train_target", required=True)
+
+    p = sub.add_parser("policy", help="SFT of the tiny LLaVA policy (perception stage, then Markov step records)")
+    p.add_argument("--data", nargs="+", required=True, help="data-engine directories (sft.jsonl, problems.jsonl)")
+    p.add_argument("--out", required=True, help="checkpoint directory (replaced)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=5000, help="SFT optimizer steps")
+    p.add_argument("--perception-steps", type=int, default=300, help="perception-only steps before SFT")
+    p.add_argument("--read-steps", type=int, default=300, help="steps on dense reading records after perception")
+    p.add_argument("--max-minutes", type=float, default=55.0, help="stop (and save) after this many minutes")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N optimizer steps (all stages)")
+    p.add_argument("--init-from", default=None, help="continue from this policy checkpoint")
+    p.add_argument("--kinds", default="step,direct,cot,read", help="SFT record kinds to train on")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--vision-lr", type=float, default=3e-3)
+    p.add_argument("--perception-weight", type=float, default=0.2)
+    p.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
+    p.add_argument("--drill-weight", type=float, default=1.0)
+    p.add_argument("--hard-repeat", type=int, default=2, help="epochs' repeats of calculation/conclusion steps")
+    p.add_argument("--text-hidden", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=4, help="decoder layers (the shipped policy has 4)")
+    p.add_argument("--vision-hidden", type=int, default=64)
+    p.add_argument("--vision-layers", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--max-records", type=int, default=None, help="use only the first N SFT records per directory")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default $ATOMTHINK_THREADS or 2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_policy)
+
+    q = sub.add_parser("prm", help="train the tiny text-only PRM on prm.jsonl records")
+    q.add_argument("--data", nargs="+", required=True, help="data-engine directories (prm.jsonl)")
+    q.add_argument("--out", required=True, help="checkpoint directory (replaced)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--max-minutes", type=float, default=55.0)
+    q.add_argument("--stop-after", type=int, default=None, help="stop after N optimizer steps")
+    q.add_argument("--init-from", default=None, help="continue from this PRM checkpoint")
+    q.add_argument("--init-from-policy", default=None, help="start from this tiny policy's language model")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--hidden", type=int, default=128)
+    q.add_argument("--layers", type=int, default=3)
+    q.add_argument("--lm-weight", type=float, default=0.5, help="auxiliary next-token loss on correct steps")
+    q.add_argument("--drill-batch", type=int, default=64, help="arithmetic drill lines per step (0: off)")
+    q.add_argument("--verify-batch", type=int, default=0,
+                   help="verification drill paths per step: a op b = r, r right or slipped (0: off)")  # fmt: skip
+    q.add_argument("--verify-pretrain-steps", type=int, default=0,
+                   help="steps on the arithmetic and verification drills alone before the PRM records")  # fmt: skip
+    q.add_argument("--max-records", type=int, default=None)
+    q.add_argument("--supervise", choices=("all", "first_error", "local"), default="all",
+                   help="label every step, only those up to the first '-', or each by its own validity")  # fmt: skip
+    q.add_argument("--threads", type=int, default=None)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=run_prm)
+
+    r = sub.add_parser(
+        "rollout-labels",
+        help="PRM records from the policy's own sampled steps, labelled by rollouts (Math-Shepherd)",
+    )
+    r.add_argument("--policy", required=True, help="policy checkpoint that samples the paths and the rollouts")
+    r.add_argument("--data", required=True, help="a data-engine directory (problems.jsonl, images/)")
+    r.add_argument("--out", required=True, help="output directory (prm.jsonl, meta.json)")
+    r.add_argument("--problems", type=int, default=1500)
+    r.add_argument("--offset", type=int, default=0, help="skip the first N problems")
+    r.add_argument("--samples", type=int, default=4, help="QuickThink paths sampled per problem")
+    r.add_argument("--rollouts", type=int, default=4, help="completions per prefix of a wrong path")
+    r.add_argument("--temperature", type=float, default=0.7, help="sampling temperature of the labelled paths")
+    r.add_argument("--rollout-temperature", type=float, default=None, help="temperature of the labelling rollouts")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=run_rollout_labels)
+
+
+def _config(cls: type[ConfigT], args: argparse.Namespace, **overrides: Any) -> ConfigT:
+    """``cls`` from the parsed options named like its fields (the rest keep their defaults), then ``overrides``."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    from research.training.policy import PolicyTrainConfig, train_policy
+
+    cfg = _config(PolicyTrainConfig, args, kinds=tuple(args.kinds.split(",")))
+    print(json.dumps(train_policy(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_prm(args: argparse.Namespace) -> int:
+    from research.training.prm import PrmTrainConfig, train_prm
+
+    cfg = _config(PrmTrainConfig, args)
+    print(json.dumps(train_prm(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_rollout_labels(args: argparse.Namespace) -> int:
+    from research.training.rollouts import RolloutLabelConfig, write_rollout_labels
+
+    cfg = _config(RolloutLabelConfig, args)
+    print(json.dumps(write_rollout_labels(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="atomthink")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommand(sub)
+    args = parser.parse_args(["train", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
