@@ -22,6 +22,8 @@ from tests.conftest import TEST_REDIS_URL, model_env
 
 pytestmark = pytest.mark.integration
 
+README_REDIS_URL = "redis://127.0.0.1:6379/0"  # the Redis of the README's one-host commands
+
 
 def readme_scaling_commands() -> list[list[str]]:
     """The ``atomthink gateway`` and ``atomthink worker`` lines of the README's "Scaling out" code block."""
@@ -32,7 +34,7 @@ def readme_scaling_commands() -> list[list[str]]:
     for line in block.strip().splitlines():
         words = shlex.split(line.split("#", 1)[0])
         if words[:2] in (["atomthink", "gateway"], ["atomthink", "worker"]):
-            commands.append([TEST_REDIS_URL if w == "redis://HOST:6379/0" else w for w in words])
+            commands.append([TEST_REDIS_URL if w == README_REDIS_URL else w for w in words])
     return commands
 
 
@@ -66,7 +68,7 @@ def test_readme_multi_worker_commands_on_one_host(
     gateway = next(c for c in commands if c[1] == "gateway")
     policy = next(c for c in commands if c[1:3] == ["worker", "policy"])
     prm = next(c for c in commands if c[1:3] == ["worker", "prm"])
-    # changes to the README's commands: HOST is the test Redis, with a key prefix of this test's own
+    # changes to the README's commands: its Redis URL is the test Redis, with a key prefix of this test's own
     env = model_env(tiny_models, ATOMTHINK_KEY_PREFIX=redis_prefix)
     gateway_args = [w for w in gateway[1:] if w not in ("--port", "8000")]  # ServerProcess picks a free port
     logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
