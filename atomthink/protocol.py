@@ -131,3 +131,10 @@ Result = PolicyResult | PrmResult
 def role_of(job: Job) -> Role:
     """Which workers serve ``job``."""
     return "policy" if isinstance(job, PolicyJob) else "prm"
+
+
+def failed_result(job: Job, error: JobError) -> Result:
+    """The result that answers ``job`` with ``error`` (a worker's refusal, a dead letter, a failed model call)."""
+    if isinstance(job, PolicyJob):
+        return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
+    return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)

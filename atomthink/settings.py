@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     engine_feeding: Literal["continuous", "static"] = "continuous"
     """Workers on engine backends: ``continuous`` (up to ``*_max_inflight`` jobs, a new one taken as one finishes)
     or ``static`` batches of ``*_batch_size`` as on transformers (kept for comparison benchmarks)."""
+    engine_health_interval_s: float = Field(5.0, gt=0)
+    """Workers on an in-process engine (``vllm``): how often the worker probes its engine (a one-token request).
+    A dead engine is also noticed at once by the jobs that fail on it."""
+    engine_probe_timeout_s: float = Field(30.0, gt=0)
+    """An engine that answers no probe within this long counts as hung: the worker leaves the live set, hands its
+    jobs back to the queue and exits with status ``ENGINE_DEAD_EXIT`` (3) for its supervisor to restart it."""
     prm_batch_size: int = Field(16, ge=1)
     """Most PRM jobs a PRM worker scores in one model call."""
     prm_max_wait_ms: float = Field(5.0, ge=0)

@@ -1,4 +1,7 @@
-"""``atomthink worker policy|prm``: one worker process on the Redis queue, with its own metrics endpoint."""
+"""``atomthink worker policy|prm``: one worker process on the Redis queue, with its own metrics and probe endpoint.
+
+Exit status: 0 after SIGTERM/SIGINT (jobs in flight answered first); ``ENGINE_DEAD_EXIT`` (3) when its engine died or
+hung (its jobs handed back to the queue first), for a supervisor to restart it; 1 when it cannot start."""
 
 from __future__ import annotations
 
@@ -8,17 +11,21 @@ import logging
 import signal
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client import start_http_server
-
 from atomthink.protocol import Role
 from atomthink.queue import make_queue
 from atomthink.queue.base import JobSource
 from atomthink.settings import Settings
 from workers.backends.base import PolicyBackend, StepScorer
 from workers.backends.registry import close_backend, load_policy, load_prm
+from workers.health import WorkerHealth, start_server
 from workers.worker import PolicyWorker, PrmWorker
 
 log = logging.getLogger(__name__)
+
+ENGINE_DEAD_EXIT = 3
+"""Exit status of a worker whose engine died or hung."""
+CLOSE_TIMEOUT_S = 30.0
+"""How long a worker with a dead engine waits for the engine to shut down before it exits anyway."""
 
 
 def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Settings) -> PolicyWorker:
@@ -29,6 +36,8 @@ def make_policy_worker(source: JobSource, policy: PolicyBackend, settings: Setti
         max_wait_s=settings.policy_max_wait_ms / 1000,
         max_inflight=settings.policy_max_inflight,
         continuous=None if settings.engine_feeding == "continuous" else False,
+        health_interval_s=settings.engine_health_interval_s,
+        probe_timeout_s=settings.engine_probe_timeout_s,
     )
 
 
@@ -40,6 +49,8 @@ def make_prm_worker(source: JobSource, prm: StepScorer, settings: Settings) -> P
         max_wait_s=settings.prm_max_wait_ms / 1000,
         max_inflight=settings.prm_max_inflight,
         continuous=None if settings.engine_feeding == "continuous" else False,
+        health_interval_s=settings.engine_health_interval_s,
+        probe_timeout_s=settings.engine_probe_timeout_s,
     )
 
 
@@ -60,12 +71,12 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}***@{parts.netloc.rsplit('@', 1)[1]}"))
 
 
-def serve_metrics(first_port: int, tries: int) -> int:
-    """Start the Prometheus endpoint on ``first_port`` or, when taken (several workers on one host), the next free
-    one of ``tries`` ports; none free: exit with one line naming the ports and the flag."""
+def serve_metrics(first_port: int, tries: int, health: WorkerHealth) -> int:
+    """Start the metrics and probe endpoint on ``first_port`` or, when taken (several workers on one host), the next
+    free one of ``tries`` ports; none free: exit with one line naming the ports and the flag."""
     for port in range(first_port, min(first_port + tries, 65536)):
         try:
-            start_http_server(port)
+            start_server(port, health)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -84,8 +95,9 @@ async def run_worker(role: Role, settings: Settings) -> None:
     if settings.queue != "redis":
         raise SystemExit("a separate worker process needs the Redis queue: set ATOMTHINK_QUEUE=redis or --redis URL")
     set_torch_threads(settings)
+    health = WorkerHealth(role)
     if settings.metrics_port:
-        port = serve_metrics(settings.metrics_port, settings.metrics_port_tries)
+        port = serve_metrics(settings.metrics_port, settings.metrics_port_tries, health)
         log.info("%s worker metrics on http://0.0.0.0:%d/metrics", role, port)
     queue = make_queue(settings)
     worker: PolicyWorker | PrmWorker
@@ -97,12 +109,28 @@ async def run_worker(role: Role, settings: Settings) -> None:
         backend = await asyncio.to_thread(load_prm, settings)
         worker = make_prm_worker(queue, backend, settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        health.stopping()
+        worker.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(sig, stop)
+    worker.on_unhealthy = health.unhealthy
+    health.ready(worker.worker_id)
     log.info("%s worker %s serving %s", role, worker.worker_id, redacted_url(settings.redis_url))
     try:
         await worker.run()
     finally:
         await queue.close()
-        close_backend(backend)
+        if worker.unhealthy is None:
+            close_backend(backend)
+        else:  # a hung engine may not shut down cleanly: bounded, then the process exits anyway
+            try:
+                await asyncio.wait_for(asyncio.to_thread(close_backend, backend), CLOSE_TIMEOUT_S)
+            except Exception:
+                log.warning("%s worker: the dead engine did not shut down cleanly", role, exc_info=True)
+    if worker.unhealthy is not None:
+        log.error("%s worker %s exits %d: %s", role, worker.worker_id, ENGINE_DEAD_EXIT, worker.unhealthy)
+        raise SystemExit(ENGINE_DEAD_EXIT)
     log.info("%s worker %s stopped", role, worker.worker_id)

@@ -5,6 +5,11 @@ behind an OpenAI-compatible server) the worker feeds continuously: up to ``max_i
 its own engine request, and a new job is taken as soon as one finishes, so no job waits for another's slowest
 candidate. On the transformers backends it runs static batches (one padded model call of up to ``batch_size``
 jobs); the queue waits to fill a batch only when more than one job was queued.
+
+A backend whose engine can die under it (``HealthChecked``: vLLM in process) is watched: a probe every
+``health_interval_s``, and every job that fails with ``EngineDead``. A dead or hung engine makes the worker unhealthy
+at once: it leaves the live set (``/readyz`` drops it), stops reading the stream, hands every job it holds back to
+the queue for another worker and returns from ``run`` with ``unhealthy`` set, for its process to exit non-zero.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from atomthink.errors import BackendUnavailable, ContextTooLong
@@ -30,13 +35,16 @@ from atomthink.protocol import (
     PrmResult,
     Result,
     Role,
+    failed_result,
 )
 from atomthink.queue.base import JobSource
 from workers import metrics
 from workers.backends.base import (
+    EngineDead,
     EnginePolicyBackend,
     EngineStepScorer,
     GenerationRequest,
+    HealthChecked,
     PolicyBackend,
     ScoreRequest,
     StepScorer,
@@ -63,9 +71,27 @@ class _BatchWorker(Generic[J]):
     role: Role
 
     def __init__(
-        self, source: JobSource, *, batch_size: int, max_wait_s: float, continuous: bool, max_inflight: int
+        self,
+        source: JobSource,
+        *,
+        batch_size: int,
+        max_wait_s: float,
+        continuous: bool,
+        max_inflight: int,
+        health: HealthChecked | None = None,
+        health_interval_s: float = 5.0,
+        probe_timeout_s: float = 30.0,
     ) -> None:
         self.source = source
+        self.health = health
+        self.health_interval_s = health_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self.unhealthy: str | None = None
+        """Why the engine is dead (None while healthy): set once, never cleared; the process should exit."""
+        self.on_unhealthy: Callable[[str], None] | None = None
+        """Called once with the reason when the engine is found dead (the process's probe endpoint)."""
+        self._held: dict[str, J] = {}
+        """Jobs taken and not yet answered: what an engine failure hands back."""
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.continuous = continuous
@@ -73,6 +99,7 @@ class _BatchWorker(Generic[J]):
         self.worker_id = make_worker_id(self.role)
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         metrics.export_role(self.role)
 
     def stop(self) -> None:
@@ -81,6 +108,8 @@ class _BatchWorker(Generic[J]):
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
+        watch = asyncio.create_task(self._watch_engine()) if self.health is not None else None
+        metrics.HEALTHY.labels(self.role).set(1)
         backoff_s = 0.1
         try:
             while not self._stopping.is_set():
@@ -89,6 +118,7 @@ class _BatchWorker(Generic[J]):
                         await self._feed()
                     else:
                         jobs = await self.source.take(self.role, self.batch_size, self.max_wait_s)
+                        self._hold(jobs)
                         if jobs:
                             await self.process(jobs)  # type: ignore[arg-type]
                     backoff_s = 0.1
@@ -98,9 +128,16 @@ class _BatchWorker(Generic[J]):
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 5.0)
         finally:
-            if self._inflight:  # drain: every job taken is answered before the worker leaves
+            if self.unhealthy is not None:  # nothing in flight will be answered: cancel it and hand its jobs back
+                for task in self._inflight:
+                    task.cancel()
+            if self._inflight:  # drain: every job taken is answered (or handed back) before the worker leaves
                 await asyncio.gather(*self._inflight, return_exceptions=True)
+            if self._held:
+                await self._hand_back(list(self._held.values()))
             heartbeat.cancel()
+            if watch is not None:
+                watch.cancel()
             with contextlib.suppress(Exception):
                 await self.source.forget_worker(self.role, self.worker_id)
 
@@ -112,6 +149,7 @@ class _BatchWorker(Generic[J]):
             await asyncio.wait(self._inflight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             return
         jobs = await self.source.take(self.role, free, 0.0)
+        self._hold(jobs)
         for job in jobs:
             task = asyncio.create_task(self._process_one(job))  # type: ignore[arg-type]
             self._inflight.add(task)
@@ -129,8 +167,51 @@ class _BatchWorker(Generic[J]):
         finally:
             metrics.INFLIGHT_JOBS.labels(self.role).set(max(0, len(self._inflight) - 1))
 
+    def engine_failed(self, reason: str) -> None:
+        """Mark the worker unhealthy (once): out of the live set at once, no more jobs taken, ``run`` returns."""
+        if self.unhealthy is not None:
+            return
+        self.unhealthy = reason
+        if self.on_unhealthy is not None:
+            self.on_unhealthy(reason)
+        log.error("%s worker %s: engine dead (%s): leaving, handing its jobs back", self.role, self.worker_id, reason)
+        metrics.HEALTHY.labels(self.role).set(0)
+        metrics.ENGINE_FAILURES.labels(self.role).inc()
+        self._stopping.set()
+        task = asyncio.get_running_loop().create_task(self.source.forget_worker(self.role, self.worker_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_engine(self) -> None:
+        """Probe the engine every ``health_interval_s``; a failed or late probe marks the worker unhealthy."""
+        assert self.health is not None
+        while self.unhealthy is None:
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await asyncio.wait_for(self.health.check_health(), self.probe_timeout_s)
+            except TimeoutError:
+                self.engine_failed(f"the engine answered no probe within {self.probe_timeout_s:g} s")
+            except EngineDead as exc:
+                self.engine_failed(str(exc))
+            except Exception as exc:  # a probe that fails in any other way is a failure of the engine too
+                self.engine_failed(f"probe failed: {type(exc).__name__}: {exc}")
+
+    def _hold(self, jobs: Sequence[Job]) -> None:
+        """Note jobs as held from the moment they are taken (a task cancelled before it starts still has its job)."""
+        for job in jobs:
+            self._held[job.job_id] = job  # type: ignore[assignment]
+
+    async def _hand_back(self, jobs: Sequence[J]) -> None:
+        for job in jobs:
+            self._held.pop(job.job_id, None)
+        try:
+            await self.source.release(jobs)
+            metrics.JOBS.labels(self.role, "handed_back").inc(len(jobs))
+        except Exception:  # the queue is down too: the jobs stay pending and are claimed after the visibility timeout
+            log.warning("%s worker: could not hand back %d jobs", self.role, len(jobs), exc_info=True)
+
     async def _heartbeat(self) -> None:
-        while True:
+        while self.unhealthy is None:
             try:
                 await self.source.heartbeat(self.role, self.worker_id)
             except Exception:  # a heartbeat must never kill the worker
@@ -146,6 +227,7 @@ class _BatchWorker(Generic[J]):
             if await self.source.is_cancelled(job.request_id):
                 metrics.JOBS.labels(self.role, "cancelled").inc()
                 await self.source.skip(job)
+                self._held.pop(job.job_id, None)
                 continue
             metrics.PICKUP_SECONDS.labels(self.role).observe(max(0.0, picked_at - job.enqueued_at))
             live.append(job)
@@ -155,6 +237,10 @@ class _BatchWorker(Generic[J]):
         try:
             results = await self.run_batch(live)
             outcome = "ok"
+        except EngineDead as exc:  # not the jobs' fault: another worker answers them
+            self.engine_failed(str(exc))
+            await self._hand_back(live)
+            return
         except Exception as exc:
             log.exception("%s batch of %d jobs failed", self.role, len(live))
             error = JobError(code="worker_error", message=f"{type(exc).__name__}: {exc}", recoverable=True)
@@ -179,6 +265,8 @@ class _BatchWorker(Generic[J]):
             for job, result in zip(live, results, strict=True)
         ]
         await self.source.reply(answers)
+        for job in live:
+            self._held.pop(job.job_id, None)
         metrics.JOBS.labels(self.role, outcome).inc(len(answers))
 
     async def run_batch(self, jobs: Sequence[J]) -> list[Result]:
@@ -211,7 +299,7 @@ class _BatchWorker(Generic[J]):
         raise NotImplementedError
 
     def failure(self, job: J, error: JobError) -> Result:
-        raise NotImplementedError
+        return failed_result(job, error)
 
 
 class PolicyWorker(_BatchWorker[PolicyJob]):
@@ -226,12 +314,21 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
         max_wait_s: float,
         max_inflight: int = 64,
         continuous: bool | None = None,
+        health_interval_s: float = 5.0,
+        probe_timeout_s: float = 30.0,
     ) -> None:
         """``continuous``: None feeds an engine backend continuously; False forces static batches."""
         engine = isinstance(backend, EnginePolicyBackend)
         continuous = engine if continuous is None else continuous and engine
         super().__init__(
-            source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
+            source,
+            batch_size=batch_size,
+            max_wait_s=max_wait_s,
+            continuous=continuous,
+            max_inflight=max_inflight,
+            health=backend if isinstance(backend, HealthChecked) else None,
+            health_interval_s=health_interval_s,
+            probe_timeout_s=probe_timeout_s,
         )
         self.backend = backend
         self.images = DecodedImageCache(source.get_image)
@@ -271,9 +368,6 @@ class PolicyWorker(_BatchWorker[PolicyJob]):
     def success(self, job: PolicyJob, output: list[Candidate]) -> Result:
         return PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=output)
 
-    def failure(self, job: PolicyJob, error: JobError) -> Result:
-        return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
-
 
 class PrmWorker(_BatchWorker[PrmJob]):
     role: Role = "prm"
@@ -287,11 +381,20 @@ class PrmWorker(_BatchWorker[PrmJob]):
         max_wait_s: float,
         max_inflight: int = 64,
         continuous: bool | None = None,
+        health_interval_s: float = 5.0,
+        probe_timeout_s: float = 30.0,
     ) -> None:
         engine = isinstance(scorer, EngineStepScorer)
         continuous = engine if continuous is None else continuous and engine
         super().__init__(
-            source, batch_size=batch_size, max_wait_s=max_wait_s, continuous=continuous, max_inflight=max_inflight
+            source,
+            batch_size=batch_size,
+            max_wait_s=max_wait_s,
+            continuous=continuous,
+            max_inflight=max_inflight,
+            health=scorer if isinstance(scorer, HealthChecked) else None,
+            health_interval_s=health_interval_s,
+            probe_timeout_s=probe_timeout_s,
         )
         self.scorer = scorer
 
@@ -313,9 +416,6 @@ class PrmWorker(_BatchWorker[PrmJob]):
 
     def success(self, job: PrmJob, output: list[list[float]]) -> Result:
         return PrmResult(job_id=job.job_id, request_id=job.request_id, scores=output)
-
-    def failure(self, job: PrmJob, error: JobError) -> Result:
-        return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
 
 
 def _context_error(role: Role, exc: ContextTooLong) -> JobError:

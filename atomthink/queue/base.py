@@ -100,6 +100,11 @@ class JobSource(Protocol):
         """Acknowledge a job without answering it (its request was cancelled)."""
         ...
 
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Hand taken, unanswered jobs back to the queue at once, for another worker (this one's engine died); a job
+        handed back more than the queue's delivery limit fails its request with a typed error instead."""
+        ...
+
     async def is_cancelled(self, request_id: str) -> bool: ...
 
     async def get_image(self, image_id: str) -> bytes:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from atomthink.errors import Overloaded
-from atomthink.protocol import Job, Result, Role, role_of
+from atomthink.protocol import Job, JobError, Result, Role, failed_result, role_of
 from atomthink.queue.base import PendingReplies, QueueStats, image_id_for
 
 POLL_INTERVAL_S = 0.5
@@ -104,6 +104,16 @@ class InMemoryStepQueue:
 
     async def skip(self, job: Job) -> None:
         """Nothing to acknowledge in memory."""
+
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Queued again (behind the jobs queued since: the queue is FIFO)."""
+        for job in jobs:
+            queue = self._queues[role_of(job)]
+            try:
+                queue.put_nowait(job)
+            except asyncio.QueueFull:
+                error = JobError(code="worker_error", message="handed back to a full queue", recoverable=True)
+                self._pending.resolve(failed_result(job, error))
 
     async def is_cancelled(self, request_id: str) -> bool:
         return request_id in self._cancelled

@@ -39,6 +39,7 @@ from atomthink.protocol import (
     PrmResult,
     Result,
     Role,
+    failed_result,
     role_of,
 )
 from atomthink.queue import metrics
@@ -78,12 +79,6 @@ def _unavailable_on_redis_error(
             raise BackendUnavailable(f"queue unavailable: {exc}") from None
 
     return wrapper
-
-
-def _failed_result(job: Job, error: JobError) -> Result:
-    if isinstance(job, PolicyJob):
-        return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
-    return PrmResult(job_id=job.job_id, request_id=job.request_id, error=error)
 
 
 def connect(url: str) -> Any:
@@ -134,6 +129,7 @@ class RedisStepQueue:
         # worker side: where each taken job came from, so ``reply`` can acknowledge it
         self._deliveries: dict[str, tuple[Role, str]] = {}
         self._reply_to: dict[str, str] = {}
+        self._handbacks: dict[str, int] = {}
         self._last_claim: dict[Role, float] = {}
 
     async def close(self) -> None:
@@ -272,6 +268,7 @@ class RedisStepQueue:
             return None
         self._deliveries[job.job_id] = (role, entry)
         self._reply_to[job.job_id] = fields.get(b"reply_to", b"").decode()
+        self._handbacks[job.job_id] = int(fields.get(b"handbacks", b"0"))
         return job
 
     async def _reclaim(self, role: Role, max_jobs: int) -> list[Job]:
@@ -301,9 +298,9 @@ class RedisStepQueue:
             jobs.append(job)
         return jobs
 
-    async def _dead_letter(self, job: Job, deliveries: int) -> None:
+    async def _dead_letter(self, job: Job, deliveries: int, *, what: str = "delivered") -> None:
         role = role_of(job)
-        reason = f"delivered {deliveries} times without a result (max {self.max_deliveries}); moved to dead letters"
+        reason = f"{what} {deliveries} times without a result (max {self.max_deliveries}); moved to dead letters"
         await self.redis.xadd(
             self.keys.dead_letters,
             {"role": role, "job": job.model_dump_json(), "reason": reason},
@@ -311,7 +308,7 @@ class RedisStepQueue:
         )
         metrics.DEAD_LETTERS.labels(role).inc()
         log.error("%s job %s of request %s: %s", role, job.job_id, job.request_id, reason)
-        await self.reply([(job, _failed_result(job, JobError(code="dead_letter", message=reason, recoverable=False)))])
+        await self.reply([(job, failed_result(job, JobError(code="dead_letter", message=reason, recoverable=False)))])
 
     @_unavailable_on_redis_error
     async def reply(self, answers: Sequence[tuple[Job, Result]]) -> None:
@@ -332,8 +329,30 @@ class RedisStepQueue:
             self._queue_ack(pipe, job)
             await pipe.execute()
 
+    @_unavailable_on_redis_error
+    async def release(self, jobs: Sequence[Job]) -> None:
+        """Each job added again at the end of its stream (same job, same reply stream, one more hand-back) and its
+        old entry acknowledged, in one transaction: another worker reads it at once, with no visibility timeout to
+        wait out. Past ``max_deliveries`` hand-backs the job goes to the dead letters and its request fails."""
+        dead: list[tuple[Job, int]] = []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                handbacks = self._handbacks.get(job.job_id, 0) + 1
+                if handbacks > self.max_deliveries:
+                    dead.append((job, handbacks))
+                    continue
+                fields = {"job": job.model_dump_json(), "reply_to": self._reply_to.pop(job.job_id, ""),
+                          "handbacks": str(handbacks)}  # fmt: skip
+                pipe.xadd(self.keys.stream(role_of(job)), fields)
+                self._queue_ack(pipe, job)
+                metrics.REDELIVERIES.labels(role_of(job)).inc()
+            await pipe.execute()
+        for job, handbacks in dead:
+            await self._dead_letter(job, handbacks, what="handed back")
+
     def _queue_ack(self, pipe: Any, job: Job) -> None:
         """Add XACK and XDEL of a taken job to ``pipe`` (after its reply, if any)."""
+        self._handbacks.pop(job.job_id, None)
         delivery = self._deliveries.pop(job.job_id, None)
         if delivery is not None:
             role, entry = delivery

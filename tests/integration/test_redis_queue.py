@@ -110,6 +110,43 @@ async def test_unacknowledged_job_is_redelivered_then_dead_lettered(redis_prefix
             await client.aclose()
 
 
+async def test_a_handed_back_job_goes_to_another_worker_at_once_then_dead_letters(redis_prefix: str) -> None:
+    """``release`` (a worker whose engine died): the job is read again at once by another worker, with no visibility
+    timeout to wait out, and its result reaches the gateway; handed back past ``max_deliveries`` it dead-letters."""
+    async with three_queues(redis_prefix) as queues:
+        gateway, dying, live = queues
+        call = asyncio.create_task(gateway.call(_job("handed"), timeout_s=10))
+        [held] = await dying.take("policy", 1, 0.0)
+        await dying.release([held])
+        stats = await gateway.queue_stats()
+        assert stats["policy"].pending == 0 and stats["policy"].waiting == 1, "old entry acked, the job queued again"
+        started = time.perf_counter()
+        [again] = await live.take("policy", 1, 0.0)
+        assert again == held and time.perf_counter() - started < 0.3, "read at once (visibility timeout is 0.3 s)"
+        await live.reply([(again, PolicyResult(job_id=again.job_id, request_id=again.request_id))])
+        assert (await call).error is None
+        doomed = asyncio.create_task(gateway.call(_job("doomed"), timeout_s=10))
+        for _ in range(3):  # max_deliveries=2: the third hand-back dead-letters it
+            [job] = await dying.take("policy", 1, 0.0)
+            await dying.release([job])
+        result = await doomed
+        assert result.error is not None and result.error.code == "dead_letter"
+        assert "handed back 3 times" in result.error.message
+        stats = await gateway.queue_stats()
+        assert stats["policy"].pending == 0 and stats["policy"].waiting == 0
+
+
+async def test_the_memory_queue_takes_a_handed_back_job_again() -> None:
+    queue = InMemoryStepQueue()
+    call = asyncio.create_task(queue.call(_job("handed"), timeout_s=10))
+    [held] = await queue.take("policy", 1, 0.0)
+    await queue.release([held])
+    [again] = await queue.take("policy", 1, 0.0)
+    assert again == held
+    await queue.reply([(again, PolicyResult(job_id=again.job_id, request_id=again.request_id))])
+    assert (await call).error is None
+
+
 async def test_queue_length_limit_answers_overloaded(redis_prefix: str) -> None:
     async with three_queues(redis_prefix) as queues:
         gateway, _, _ = queues

@@ -78,6 +78,21 @@ class EnginePolicyBackend(PolicyBackend, Protocol):
         ...
 
 
+class EngineDead(RuntimeError):
+    """The backend's engine died (its process exited, a CUDA error) or stopped answering (a hung kernel, a stopped
+    process): nothing it holds will be answered. The worker hands its jobs back to the queue and exits non-zero."""
+
+
+@runtime_checkable
+class HealthChecked(Protocol):
+    """A backend whose engine can die under the worker (vLLM in process: a child engine process)."""
+
+    async def check_health(self) -> None:
+        """Return when the engine answers a probe; raise ``EngineDead`` when it is dead or did not answer in time.
+        Awaited from the worker's event loop, concurrently with jobs."""
+        ...
+
+
 @runtime_checkable
 class WindowedScorer(Protocol):
     """A PRM backend that knows its context window."""

@@ -19,7 +19,7 @@ from atomthink.prompts import PromptPreset, chat_messages, resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason
 from atomthink.protocol import SamplingParams as JobSampling
 from atomthink.settings import Settings
-from workers.backends.base import GenerationRequest
+from workers.backends.base import EngineDead, GenerationRequest
 from workers.backends.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,38 @@ class VllmPolicy:
     async def _generate_all(self, requests: Sequence[GenerationRequest]) -> list[list[Candidate]]:
         return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
 
+    async def check_health(self) -> None:
+        """A one-token greedy request through the engine (it joins the running batch): returns when the engine
+        answers; ``EngineDead`` when its process died. The caller bounds the wait (a hung engine never answers)."""
+        await self._loop.arun(self._probe())
+
+    async def _probe(self) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        self._raise_if_dead()
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, output_kind=RequestOutputKind.FINAL_ONLY)
+        try:
+            async for _ in self._engine.generate({"prompt": "1"}, params, request_id=f"probe-{uuid.uuid4().hex}"):
+                pass
+        except Exception as exc:
+            self._raise_if_dead(exc)
+            raise
+
+    def _raise_if_dead(self, exc: BaseException | None = None) -> None:
+        """``EngineDead`` when the engine is gone (vLLM's ``EngineDeadError``, or its ``errored`` flag)."""
+        dead = self._engine.errored or type(exc).__name__ == "EngineDeadError"
+        if dead:
+            raise EngineDead(f"the vLLM engine is dead ({type(exc).__name__ if exc else 'errored'})") from exc
+
     async def _generate_one(self, request: GenerationRequest) -> list[Candidate]:
+        try:
+            return await self._generate_one_unchecked(request)
+        except Exception as exc:
+            self._raise_if_dead(exc)
+            raise
+
+    async def _generate_one_unchecked(self, request: GenerationRequest) -> list[Candidate]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 

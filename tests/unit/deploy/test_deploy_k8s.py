@@ -15,6 +15,7 @@ from atomthink.queue.keys import QueueKeys
 from atomthink.settings import Settings
 from atomthink_serve.cli import build_parser
 from service.api.routes import router
+from workers.health import LIVENESS_PATH, READINESS_PATH
 
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"
@@ -89,6 +90,9 @@ def test_ports_probes_and_services_line_up() -> None:
                     assert spec["httpGet"]["path"] in routes
         if container.get("command", [])[:2] == ["atomthink", "worker"]:
             assert ports["metrics"] == metrics_port
+            # the worker's own probes: liveness drops once its engine died or hung, readiness while it takes no jobs
+            assert container["livenessProbe"]["httpGet"] == {"path": LIVENESS_PATH, "port": "metrics"}
+            assert container["readinessProbe"]["httpGet"] == {"path": READINESS_PATH, "port": "metrics"}
     gateway = next(c for d, c in containers() if d["metadata"]["name"] == "gateway")
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
