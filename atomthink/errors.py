@@ -86,6 +86,17 @@ class JobTimeout(BackendUnavailable):
     code = "job_timeout"
 
 
+class Draining(BackendUnavailable):
+    """The gateway is shutting down (SIGTERM, a rolling update): it takes no new search, and one still running when
+    its grace period ends is stopped; another gateway answers the retry."""
+
+    code = "gateway_draining"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ContextTooLong(InvalidRequest):
     """The prompt with its token budget does not fit the policy's or the PRM's context window."""
 

@@ -68,6 +68,9 @@ class PolicyJob(_Message):
     prompt_preset: str | None = None
     """The preset whose step rules the gateway's search applies; a worker serving another preset refuses the job."""
     enqueued_at: float = Field(default_factory=time.time)
+    expires_at: float | None = None
+    """Unix time after which nobody waits for the result (the gateway's job timeout ran out, or the gateway is gone):
+    a worker that takes the job later acknowledges it without computing it."""
 
 
 class Candidate(BaseModel):
@@ -92,6 +95,9 @@ class PrmJob(_Message):
     A PRM's score of a step depends only on the text up to it, so a backend that pays per step (one engine
     request each, ``openai-completions``) scores only the steps after them and returns these as they are."""
     enqueued_at: float = Field(default_factory=time.time)
+    expires_at: float | None = None
+    """Unix time after which nobody waits for the result (the gateway's job timeout ran out, or the gateway is gone):
+    a worker that takes the job later acknowledges it without computing it."""
 
     @model_validator(mode="after")
     def _known_scores_fit(self) -> PrmJob:

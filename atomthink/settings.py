@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """Largest decoded image accepted (width x height); guards against decompression bombs."""
     request_timeout_s: float = Field(600.0, gt=0)
     """Hard ceiling on one solve, whatever deadline the client asks for."""
+    drain_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM the gateway refuses new searches (503 ``gateway_draining``, ``/readyz`` 503) and lets those running
+    finish for this long; then it stops them (their queued jobs cancelled, streams end with an ``error`` event) and
+    exits. Keep it under the orchestrator's grace period (k8s ``terminationGracePeriodSeconds``)."""
 
     # --- Streaming, the OpenAI-compatible routes, the web page -----------------------------------------
     stream_keepalive_s: float = Field(10.0, gt=0)
@@ -183,6 +187,10 @@ class Settings(BaseSettings):
     """Timeout of one HTTP call to a remote policy or PRM server."""
     remote_max_concurrency: int = Field(64, ge=1)
     """Most HTTP calls one backend has open at once (the server batches them)."""
+    remote_retry_s: float = Field(60.0, ge=0)
+    """How long a remote policy or PRM server that is down (no connection, a timeout, 502/503/504) is retried, with
+    back-off, before the job fails with ``model_server_unavailable``; never longer than the job timeout allows
+    (``remote_retry_budget_s``). A 4xx answer fails at once (``model_server_rejected``)."""
     vllm_gpu_memory_utilization: float = Field(0.55, gt=0, le=1)
     """``vllm`` policy: fraction of GPU memory the engine may take (leave room for a PRM on the same GPU)."""
     vllm_max_model_len: int | None = Field(8192, ge=1)
@@ -221,6 +229,12 @@ class Settings(BaseSettings):
     """``atomthink eval --judge``: bearer token sent to ``eval_judge_base_url`` only."""
     eval_judge_timeout_s: float = Field(60.0, gt=0)
     """``atomthink eval --judge``: timeout of one judge request."""
+
+    @property
+    def remote_retry_budget_s(self) -> float:
+        """How long a remote backend retries a server that is down: ``remote_retry_s``, but at most three quarters of
+        the job timeout, so that the job fails with its own typed error before the gateway stops waiting for it."""
+        return min(self.remote_retry_s, 0.75 * self.job_timeout_s)
 
     @classmethod
     def settings_customise_sources(

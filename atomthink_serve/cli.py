@@ -24,16 +24,15 @@ QUEUE_FLAGS = ("queue", "redis_url", "key_prefix")
 
 
 def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from service.app import create_app
+    from service.server import serve
 
     _queue_overrides(args)
     settings = settings_from_args(args, ("host", "port", *MODEL_FLAGS, *QUEUE_FLAGS))
     if args.command == "gateway" and settings.queue != "redis":
         raise SystemExit("atomthink gateway needs the Redis queue: pass --redis URL or set ATOMTHINK_QUEUE=redis")
     app = create_app(gateway_factory() if args.command == "gateway" else embedded_factory(), settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower())
+    serve(app, settings, log_level=args.log_level.lower())
 
 
 def gateway_factory() -> RuntimeFactory:

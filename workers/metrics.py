@@ -47,5 +47,5 @@ def export_role(role: str) -> None:
     CONTEXT_REFUSALS.labels(role)
     INFLIGHT_JOBS.labels(role).set(0)
     ENGINE_FAILURES.labels(role)
-    for outcome in ("ok", "error", "cancelled", "handed_back"):
+    for outcome in ("ok", "error", "cancelled", "expired", "handed_back"):
         JOBS.labels(role, outcome)

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from atomthink.errors import BackendUnavailable, ContextTooLong
+from atomthink.errors import AtomThinkError, BackendUnavailable, ContextTooLong
 from atomthink.protocol import (
     Candidate,
     Job,
@@ -224,8 +224,9 @@ class _BatchWorker(Generic[J]):
         picked_at = time.time()
         live: list[J] = []
         for job in jobs:
-            if await self.source.is_cancelled(job.request_id):
-                metrics.JOBS.labels(self.role, "cancelled").inc()
+            expired = job.expires_at is not None and picked_at > job.expires_at
+            if expired or await self.source.is_cancelled(job.request_id):
+                metrics.JOBS.labels(self.role, "expired" if expired else "cancelled").inc()
                 await self.source.skip(job)
                 self._held.pop(job.job_id, None)
                 continue
@@ -241,6 +242,11 @@ class _BatchWorker(Generic[J]):
             self.engine_failed(str(exc))
             await self._hand_back(live)
             return
+        except AtomThinkError as exc:  # a typed failure of the model call (a remote server down, a rejected call)
+            log.error("%s batch of %d jobs failed: %s: %s", self.role, len(live), exc.code, exc)
+            error = JobError(code=exc.code, message=str(exc), recoverable=exc.recoverable)
+            results = [self.failure(job, error) for job in live]
+            outcome = "error"
         except Exception as exc:
             log.exception("%s batch of %d jobs failed", self.role, len(live))
             error = JobError(code="worker_error", message=f"{type(exc).__name__}: {exc}", recoverable=True)

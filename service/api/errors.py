@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from atomthink.errors import AtomThinkError, InvalidRequest, Overloaded, Unauthorized
+from atomthink.errors import AtomThinkError, Draining, InvalidRequest, Overloaded, Unauthorized
 from service import metrics
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code < 500:
             metrics.REJECTED.labels(exc.code).inc()
         response = error_response(exc.status_code, exc.code, exc.message, exc.field)
-        if isinstance(exc, Overloaded):
+        if isinstance(exc, Overloaded | Draining):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"

@@ -104,7 +104,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Readiness: models loaded (embedded) and at least one live worker of each role."""
+    """Readiness: models loaded (embedded) and at least one live worker of each role; 503 while draining."""
+    if runtime.draining:
+        draining = {"ready": False, "workers": None, "queue": runtime.settings.queue, "draining": True}
+        return JSONResponse(draining, status_code=503)
     try:
         workers = await runtime.workers_alive()
     except BackendUnavailable as exc:

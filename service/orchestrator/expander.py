@@ -102,6 +102,7 @@ class QueueExpander:
     async def _call(self, job: PolicyJob | PrmJob, clock: _BusyClock) -> Result:
         """Run one job through the queue, timed and accounted; a worker's typed failure becomes ``JobFailed``."""
         role = role_of(job)
+        job = job.model_copy(update={"expires_at": time.time() + self.job_timeout_s})
         clock.enter()
         started = time.perf_counter()
         try:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis
 
-from harness.servers import VLLM_CPU_ENV, VLLM_PYTHON, ServerProcess, WorkerProcess
+from harness.servers import VLLM_CPU_ENV, VLLM_PYTHON, ServerProcess, VllmServer, WorkerProcess
 from research.data.engine import make_problem
 from research.data.text_dominant import text_question
 from tests.conftest import TEST_REDIS_URL, delete_prefix
@@ -148,3 +148,55 @@ def test_a_stopped_engine_process_fails_the_probe_and_its_jobs_go_elsewhere(
     base_cluster: tuple[ServerProcess, dict[str, str], Path],
 ) -> None:
     fault_run(base_cluster, signal.SIGSTOP, "sigstop")
+
+
+# --- a PRM behind its own `vllm serve` dies and comes back ---------------------------------------------------------
+
+PRM_RETRY_S = 6.0
+
+
+def test_a_dead_prm_server_fails_searches_typed_and_they_recover_when_it_returns(tmp_path: Path) -> None:
+    """The PRM server is SIGKILLed: a slow solve fails within the retry budget with a typed 503
+    (``model_server_unavailable``), not a hang to the job timeout; once the server is back on its address the next
+    solve is answered by the same workers, restarted by nobody."""
+    prefix = f"atomthink-test-{uuid.uuid4().hex[:8]}"
+    env = {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": TEST_REDIS_URL, "ATOMTHINK_KEY_PREFIX": prefix,
+           "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
+           "ATOMTHINK_TORCH_THREADS": "1", "ATOMTHINK_JOB_TIMEOUT_S": "120"}  # fmt: skip
+    body = {"question": text_question(make_problem(HELDOUT_SEED, 70)), "mode": "slow", "strategy": "beam",
+            "candidates": 2, "beam_width": 2, "max_steps": 4, "seed": 1}  # fmt: skip
+    server = VllmServer(PRM, "prm", log_path=tmp_path / "vllm-prm.log")
+    with server:
+        prm_env = {**env, "ATOMTHINK_PRM_BACKEND": "openai-completions", "ATOMTHINK_PRM_BASE_URL": server.url + "/v1",
+                   "ATOMTHINK_REMOTE_RETRY_S": str(PRM_RETRY_S)}  # fmt: skip
+        workers = [WorkerProcess("policy", env, tmp_path / "policy.log"),
+                   WorkerProcess("prm", prm_env, tmp_path / "prm.log")]  # fmt: skip
+        try:
+            with ServerProcess(["gateway"], env, log_path=tmp_path / "gateway.log") as gateway:
+                wait_for_workers(gateway, {"policy": 1, "prm": 1})
+                before = httpx.post(gateway.url + "/solve", json=body, timeout=120)
+                assert before.status_code == 200, before.text
+                assert server.process is not None
+                os.killpg(server.process.pid, signal.SIGKILL)
+                server.process.wait(timeout=30)
+                started = time.monotonic()
+                down = httpx.post(gateway.url + "/solve", json=body, timeout=120)
+                failed_after = time.monotonic() - started
+                assert down.status_code == 503, down.text
+                error = down.json()["error"]
+                assert error["code"] == "job_failed" and "model_server_unavailable" in error["message"], error
+                assert failed_after < 60, "failed within the retry budget, long before the job timeout"
+                server.__enter__()  # the same address; nothing else restarts
+                restarted = time.monotonic()
+                after = httpx.post(gateway.url + "/solve", json=body, timeout=120)
+                assert after.status_code == 200, after.text
+                assert after.json()["answer"] == before.json()["answer"], "a seeded request replays"
+                assert all(w.process.poll() is None for w in workers), "no worker restarted"
+                assert pending(prefix) == 0
+                print(f"prm server down: solve failed typed (503 model_server_unavailable) after {failed_after:.1f} s "
+                      f"(retry budget {PRM_RETRY_S:g} s); after the restart answered 200 in "
+                      f"{time.monotonic() - restarted:.1f} s")  # fmt: skip
+        finally:
+            for worker in workers:
+                worker.terminate()
+            delete_prefix(TEST_REDIS_URL, prefix)

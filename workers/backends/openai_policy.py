@@ -159,6 +159,7 @@ class OpenAIPolicy:
             timeout_s=settings.remote_timeout_s,
             max_concurrency=settings.remote_max_concurrency,
             name="openai-policy",
+            retry_s=settings.remote_retry_budget_s,
         )
         return cls(
             settings.policy_base_url,

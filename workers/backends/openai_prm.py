@@ -126,6 +126,7 @@ def _client(settings: Settings, name: str) -> RemoteClient:
         timeout_s=settings.remote_timeout_s,
         max_concurrency=settings.remote_max_concurrency,
         name=name,
+        retry_s=settings.remote_retry_budget_s,
     )
 
 
