@@ -1,0 +1,571 @@
+"""Ours beside its_hub 1.2.0 on the same vLLM CPU engines, and both against the engines' own floor. Prints figures;
+asserts nothing (the CI smoke, ``tests/integration/test_peers_smoke.py``, runs a tiny round of it).
+
+Fairness rules (also the head of ``docs/peers.md``):
+
+- **One set of engines for everyone**: the policy is one in-process ``AsyncLLM`` (``atomthink-tiny-text-policy``,
+  prefix caching on, its compute threads pinned to ``--policy-cores``) and the PRM one ``vllm serve`` of the shipped
+  tiny PRM (completion log-probabilities, pinned to ``--prm-cores``). The Redis path starts its own policy worker
+  process on the same cores after the in-process engine is closed.
+- **The same prompts and step rule**: the ``tiny`` preset's step prompt (earlier steps in the user turn), ``\\n`` as
+  the step boundary, a step holding "final answer" ends a path. its_hub's adapters (below, the only glue: its
+  ``AbstractLanguageModel`` and ``AbstractProcessRewardModel`` / ``AbstractOutcomeRewardModel``) call the very
+  backends our workers call (``VllmPolicy.agenerate``, ``OpenAICompletionsPrm.ascore``), so both send the engines
+  the same token sequences for the same states.
+- **The same parameters**: temperature, top_p, top_k (the preset's), candidates, beam width, step limit, the PRM's
+  step aggregation (``last``). Seeds: ours are seeded per request; its_hub takes none, so its adapter draws a fresh
+  seed per call.
+- its_hub is installed from PyPI (``its_hub[lm]==1.2.0``) into ``.venv-vllm`` by ``scripts/install-vllm.sh``, never
+  vendored or patched; its algorithms run as its users run them (``BeamSearch``, ``ParticleFiltering``,
+  ``BestOfN``, ``SelfConsistency`` with their defaults).
+- Rounds alternate ours, peer, peer, ours (``--blocks`` such blocks); every round draws problems no earlier round
+  used (held-out seed 20261125, never trained on).
+
+Strategy mapping (C candidates, W beam width, S steps):
+
+- ``beam``: ours ``strategy=beam, candidates=C, beam_width=W`` (the W best of the C x W children of the kept beams);
+  its_hub ``BeamSearch(beam_width=W)`` with budget C x W (W kept, each copied C times: C x W paths per level).
+- ``particle_filtering``: its_hub ``ParticleFiltering`` with budget C x W particles; ours has none yet (n/a).
+- ``best_of_n``: ours ``strategy=best_of_n, candidates=C x W`` (atomic paths, PRM-ranked); its_hub ``BestOfN`` of C x W
+  whole responses (one CoT call each), ranked by the same PRM's ``last`` step score.
+- ``self_consistency``: ours ``strategy=majority`` (C x W atomic paths); its_hub ``SelfConsistency`` over C x W whole
+  responses, voting on the extracted answer.
+
+The roofline: every policy and PRM request our in-process runs issued is recorded and replayed straight on the same
+engines, all at once (no orchestration, no queue, no dependency between steps): that wall time is the floor for the
+same work, and ``ours / floor`` is the fraction of the engines' throughput the service reaches.
+
+    ./scripts/install.sh
+    .venv-vllm/bin/python benchmarks/peers.py                                  # every strategy, c = 1, 16, 64
+    .venv-vllm/bin/python benchmarks/peers.py --strategies beam --concurrency 16 --blocks 2 --json runs/peers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import itertools
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from atomthink.prompts import TINY  # noqa: E402
+from atomthink.protocol import SamplingParams  # noqa: E402
+from atomthink.steps import extract_answer  # noqa: E402
+from harness.servers import VLLM_CPU_ENV, RedisServer, ServerProcess, VllmServer, WorkerProcess  # noqa: E402
+from research.data.engine import make_problem  # noqa: E402
+from research.data.text_dominant import text_question  # noqa: E402
+
+TEXT_POLICY = REPO_ROOT / "models" / "atomthink-tiny-text-policy"
+PRM = REPO_ROOT / "models" / "atomthink-tiny-prm"
+HELDOUT_SEED = 20261125
+FINAL_MARK = "final answer"
+"""A step holding this ends a path (``atomthink.steps.is_final`` on the tiny policy's conclusions)."""
+ITS_HUB_VERSION = "1.2.0"
+STRATEGIES = ("beam", "particle_filtering", "best_of_n", "self_consistency")
+OUR_STRATEGY = {"beam": "beam", "best_of_n": "best_of_n", "self_consistency": "majority"}
+
+
+@dataclass
+class Knobs:
+    candidates: int
+    beam_width: int
+    max_steps: int
+    temperature: float
+    top_p: float
+    top_k: int
+    max_step_tokens: int
+    max_answer_tokens: int
+
+    @property
+    def budget(self) -> int:
+        """Paths per level (beam), particles, or whole paths (best-of-N, self-consistency)."""
+        return self.candidates * self.beam_width
+
+
+@dataclass
+class Outcome:
+    answer: str | None
+    policy_tokens: int
+
+
+@dataclass
+class Cell:
+    side: str
+    strategy: str
+    concurrency: int
+    round: int
+    problems: list[int]
+    wall_s: float
+    latencies_s: list[float]
+    policy_tokens: int
+    prm_prompt_tokens: float
+    right: int
+
+    @property
+    def n(self) -> int:
+        return len(self.problems)
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.wall_s
+
+    def row(self) -> str:
+        low, high = wilson(self.right, self.n)
+        return (
+            f"| {self.side} | {self.strategy} | {self.concurrency} | {self.round} | {self.rate:.3f} "
+            f"| {1000 * percentile(self.latencies_s, 50):.0f} | {1000 * percentile(self.latencies_s, 95):.0f} "
+            f"| {self.policy_tokens / self.n:.0f} | {self.prm_prompt_tokens / self.n:.0f} "
+            f"| {self.policy_tokens / self.wall_s:.0f} | {self.right}/{self.n} ({100 * low:.0f}-{100 * high:.0f}%) |"
+        )
+
+
+HEADER = (
+    "| side | strategy | concurrency | round | solves/s | p50 ms | p95 ms | policy tokens/solve | PRM prompt "
+    "tokens/solve | policy tokens/s | right (95% CI) |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of an accuracy."""
+    if n == 0:
+        return 0.0, 1.0
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+# --- its_hub's interfaces over our backends (the only glue; its algorithms run unmodified) ----------------------
+
+_solve_tokens: contextvars.ContextVar[list[int]] = contextvars.ContextVar("solve_tokens")
+
+
+def _steps_of(text: str) -> list[str]:
+    return [step.strip() for step in text.split(TINY.step_delimiter or "\n") if step.strip()]
+
+
+def make_its_hub_adapters(policy: Any, prm: Any, knobs: Knobs) -> tuple[Any, Any, Any]:
+    """its_hub's LM, PRM and ORM over ``policy`` (``VllmPolicy``) and ``prm`` (``OpenAICompletionsPrm``)."""
+    from its_hub.api import AbstractLanguageModel, AbstractOutcomeRewardModel, AbstractProcessRewardModel
+
+    from workers.backends.base import GenerationRequest, ScoreRequest
+
+    seeds = itertools.count(1_000_003)
+
+    class EngineLM(AbstractLanguageModel):  # type: ignore[misc]
+        """A step call (``stop`` given) renders our step prompt over the steps so far (its_hub sends them as an
+        assistant turn joined by the step token); a call without ``stop`` is a whole response: our CoT prompt."""
+
+        async def agenerate(self, messages: Any, stop: str | None = None, **kwargs: Any) -> Any:
+            batch = bool(messages) and isinstance(messages[0], list)
+            conversations = messages if batch else [messages]
+            temperature = kwargs.get("temperature")
+            temperatures = temperature if isinstance(temperature, list) else [temperature] * len(conversations)
+            outs = await asyncio.gather(
+                *(self._one(c, stop, t) for c, t in zip(conversations, temperatures, strict=True))
+            )
+            return outs if batch else outs[0]
+
+        async def agenerate_single(self, messages: Any, stop: str | None = None, **kwargs: Any) -> dict[str, str]:
+            return await self._one(messages, stop, kwargs.get("temperature"))
+
+        async def _one(self, messages: Sequence[Any], stop: str | None, temperature: float | None) -> dict[str, str]:
+            question = messages[0].content
+            steps = _steps_of(messages[1].content) if len(messages) > 1 and messages[1].content else []
+            kind = "step" if stop else "cot"
+            sampling = SamplingParams(
+                n=1,
+                temperature=knobs.temperature if temperature is None else temperature,
+                top_p=knobs.top_p,
+                top_k=knobs.top_k,
+                max_new_tokens=knobs.max_step_tokens if kind == "step" else knobs.max_answer_tokens,
+                seed=next(seeds),
+            )
+            [candidate] = await policy.agenerate(GenerationRequest(kind, question, steps, None, sampling))
+            tokens = _solve_tokens.get(None)
+            if tokens is not None:
+                tokens[0] += candidate.num_tokens
+            return {"role": "assistant", "content": candidate.text}
+
+    async def last_step_scores(question: str, responses: Sequence[str]) -> list[float]:
+        paths = [_steps_of(r) or [""] for r in responses]
+        scores = await prm.ascore(ScoreRequest(question, paths))
+        return [path_scores[-1] for path_scores in scores]
+
+    class EnginePRM(AbstractProcessRewardModel):  # type: ignore[misc]
+        def score(self, prompt_or_messages: Any, steps: list[str]) -> list[float]:
+            raise NotImplementedError("the benchmark runs its_hub's async algorithms")
+
+        async def ascore(self, prompt_or_messages: Any, steps: Any) -> Any:
+            question = prompt_or_messages if isinstance(prompt_or_messages, str) else prompt_or_messages[0].content
+            single = isinstance(steps, str)
+            scores = await last_step_scores(question, [steps] if single else steps)
+            return scores[0] if single else scores
+
+    class EngineORM(AbstractOutcomeRewardModel):  # type: ignore[misc]
+        def score(self, messages: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("the benchmark runs its_hub's async algorithms")
+
+        async def ascore(self, messages: Any, orchestrator: Any = None, **kwargs: Any) -> Any:
+            conversations = messages if messages and isinstance(messages[0], list) else [messages]
+            scores = await asyncio.gather(
+                *(last_step_scores(c[0].content, [c[-1].content or ""]) for c in conversations)
+            )
+            flat = [s[0] for s in scores]
+            return flat if conversations is messages else flat[0]
+
+    return EngineLM(), EnginePRM(), EngineORM()
+
+
+def its_hub_solver(strategy: str, lm: Any, prm: Any, orm: Any, knobs: Knobs) -> Callable[[int], Awaitable[Outcome]]:
+    from its_hub import BestOfN, SelfConsistency, StepGeneration
+    from its_hub.core.algorithms.beam_search import BeamSearch
+    from its_hub.core.algorithms.particle_gibbs import ParticleFiltering
+
+    # its_hub stops a path once it holds max_steps steps *before* the new one: max_steps - 1 gives S steps at most
+    sg = StepGeneration(max_steps=knobs.max_steps - 1, step_token=TINY.step_delimiter, stop_token=FINAL_MARK,
+                        temperature=knobs.temperature)  # fmt: skip
+    algorithm: Any = {
+        "beam": lambda: BeamSearch(sg, prm, beam_width=knobs.beam_width),
+        "particle_filtering": lambda: ParticleFiltering(sg, prm),
+        "best_of_n": lambda: BestOfN(orm),
+        "self_consistency": lambda: SelfConsistency(lambda text: extract_answer(text) or text.strip()),
+    }[strategy]()
+
+    async def solve(i: int) -> Outcome:
+        tokens = [0]
+        _solve_tokens.set(tokens)
+        question = text_question(make_problem(HELDOUT_SEED, i))
+        response = await algorithm.ainfer(lm, question, budget=knobs.budget)
+        return Outcome(extract_answer(response.get("content") or "") or None, tokens[0])
+
+    return solve
+
+
+# --- ours ---------------------------------------------------------------------------------------------------------
+
+
+def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "question": text_question(make_problem(HELDOUT_SEED, i)), "mode": "slow", "strategy": OUR_STRATEGY[strategy],
+        "max_steps": knobs.max_steps, "temperature": knobs.temperature, "top_p": knobs.top_p, "seed": i,
+    }  # fmt: skip
+    if strategy == "beam":
+        body.update(candidates=knobs.candidates, beam_width=knobs.beam_width, aggregation="last")
+    elif strategy == "best_of_n":
+        body.update(candidates=knobs.budget, aggregation="last")
+    else:
+        body.update(candidates=knobs.budget)
+    return body
+
+
+def outcome_of(response: dict[str, Any]) -> Outcome:
+    return Outcome(response.get("answer"), int(response["stats"]["generated_tokens"]))
+
+
+# --- driving a round ------------------------------------------------------------------------------------------------
+
+
+def prm_prompt_tokens(prm_url: str) -> float:
+    """``vllm:prompt_tokens_total`` of the PRM server: what both sides had it read."""
+    text = httpx.get(prm_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:prompt_tokens_total")
+    )
+
+
+async def run_round(
+    side: str, strategy: str, concurrency: int, round_no: int, problems: list[int],
+    solve: Callable[[int], Awaitable[Outcome]], prm_url: str,
+) -> Cell:  # fmt: skip
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    outcomes: dict[int, Outcome] = {}
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            started = time.perf_counter()
+            outcomes[i] = await solve(i)
+            latencies.append(time.perf_counter() - started)
+
+    prm_before = await asyncio.to_thread(prm_prompt_tokens, prm_url)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in problems))
+    wall = time.perf_counter() - started
+    prm_tokens = await asyncio.to_thread(prm_prompt_tokens, prm_url) - prm_before
+    right = sum(outcomes[i].answer == make_problem(HELDOUT_SEED, i).answer for i in problems)
+    tokens = sum(o.policy_tokens for o in outcomes.values())
+    return Cell(side, strategy, concurrency, round_no, problems, wall, latencies, tokens, prm_tokens, right)
+
+
+@dataclass
+class Recorder:
+    """Every policy and PRM request our in-process side issued, for the roofline replay."""
+
+    policy: list[Any] = field(default_factory=list)
+    prm: list[Any] = field(default_factory=list)
+    on: bool = False
+
+    def wrap(self, policy: Any, prm: Any) -> None:
+        generate, score = policy.agenerate, prm.ascore
+
+        async def agenerate(request: Any) -> Any:
+            if self.on:
+                self.policy.append(request)
+            return await generate(request)
+
+        async def ascore(request: Any) -> Any:
+            if self.on:
+                self.prm.append(request)
+            return await score(request)
+
+        policy.agenerate, prm.ascore = agenerate, ascore
+
+    async def replay(self, policy: Any, prm: Any) -> float:
+        """The same requests straight on the engines, all at once (both engines busy side by side): the floor's wall
+        time."""
+        started = time.perf_counter()
+        await asyncio.gather(*(policy.agenerate(r) for r in self.policy), *(prm.ascore(r) for r in self.prm))
+        return time.perf_counter() - started
+
+
+class Problems:
+    """Fresh held-out problems for every round (no round reuses another's)."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+
+    def take(self, n: int) -> list[int]:
+        out = list(range(self.next, self.next + n))
+        self.next += n
+        return out
+
+
+async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems) -> tuple:
+    from atomthink.settings import Settings
+    from atomthink_serve.embedded import build_runtime
+    from service.schemas import SolveParams
+    from workers.backends.openai_prm import OpenAICompletionsPrm
+    from workers.backends.vllm_policy import VllmPolicy
+
+    base = {"policy_backend": "vllm", "policy_model": str(TEXT_POLICY), "dtype": "float32", "vllm_max_model_len": 1024,
+            "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False, "vllm_enable_prefix_caching": True,
+            "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(PRM),
+            "job_timeout_s": 900, "engine_feeding": "continuous", "policy_max_inflight": 256,
+            "prm_max_inflight": 256}  # fmt: skip
+    settings = Settings(**base)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
+    policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
+    prm = await asyncio.to_thread(OpenAICompletionsPrm.from_settings, settings)
+    recorder = Recorder()
+    recorder.wrap(policy, prm)
+    lm, its_prm, its_orm = make_its_hub_adapters(policy, prm, knobs)
+    cells: list[Cell] = []
+    floors: list[dict[str, Any]] = []
+    try:
+        async with build_runtime(settings, policy=policy, prm=prm) as runtime:
+
+            async def ours(strategy: str) -> Callable[[int], Awaitable[Outcome]]:
+                async def solve(i: int) -> Outcome:
+                    response = await runtime.solve(SolveParams(**our_body(strategy, i, knobs)))
+                    return outcome_of(response.model_dump(mode="json"))
+
+                return solve
+
+            for strategy in args.strategies:
+                peer = its_hub_solver(strategy, lm, its_prm, its_orm, knobs)
+                mine = await ours(strategy) if strategy in OUR_STRATEGY else None
+                await peer(10**6)  # warm-up, off the problem sets
+                if mine:
+                    await mine(10**6)
+                for concurrency in args.concurrency:
+                    n = max(args.min_problems, args.waves * concurrency)
+                    for block in range(args.blocks):
+                        order = ["ours", "its_hub", "its_hub", "ours"] if mine else ["its_hub", "its_hub"]
+                        for k, side in enumerate(order):
+                            round_no = block * len(order) + k + 1
+                            recorder.on, recorder.policy, recorder.prm = side == "ours", [], []
+                            cell = await run_round(f"{side} (in process)" if side == "ours" else "its_hub " +
+                                                   ITS_HUB_VERSION, strategy, concurrency, round_no,
+                                                   problems.take(n), mine if side == "ours" and mine else peer,
+                                                   prm_url)  # fmt: skip
+                            recorder.on = False
+                            print(cell.row(), flush=True)
+                            cells.append(cell)
+                            if side == "ours" and args.roofline:
+                                floor_s = await recorder.replay(policy, prm)
+                                floors.append({"strategy": strategy, "concurrency": concurrency, "round": round_no,
+                                               "ours_s": cell.wall_s, "floor_s": floor_s,
+                                               "policy_requests": len(recorder.policy),
+                                               "prm_requests": len(recorder.prm)})  # fmt: skip
+                                print(f"  roofline: the same {len(recorder.policy)} policy and {len(recorder.prm)} "
+                                      f"PRM requests replayed at once: {floor_s:.1f} s against {cell.wall_s:.1f} s "
+                                      f"({100 * floor_s / cell.wall_s:.0f}% of the floor's throughput)",
+                                      flush=True)  # fmt: skip
+    finally:
+        policy.close()
+        prm.close()
+    return cells, floors
+
+
+def wait_ready(gateway: ServerProcess, workers: list[WorkerProcess], logdir: Path) -> None:
+    deadline = time.monotonic() + 900
+    while httpx.get(gateway.url + "/readyz", timeout=5).json().get("workers") != {"policy": 1, "prm": 1}:
+        if time.monotonic() > deadline or any(w.process.poll() is not None for w in workers):
+            raise RuntimeError(f"workers did not start; logs in {logdir}")
+        time.sleep(1)
+
+
+async def redis_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, logdir: Path) -> list:
+    """Ours through the gateway and Redis workers (one policy worker process with its own engine, one PRM worker)."""
+    cells = []
+    python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    with RedisServer(logdir) as redis:
+        env = {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": redis.url, "ATOMTHINK_KEY_PREFIX": "peers",
+               "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
+               "ATOMTHINK_JOB_TIMEOUT_S": "900", "ATOMTHINK_PRM_BACKEND": "openai-completions",
+               "ATOMTHINK_PRM_BASE_URL": prm_url, "ATOMTHINK_POLICY_MAX_INFLIGHT": "256",
+               "ATOMTHINK_PRM_MAX_INFLIGHT": "256"}  # fmt: skip
+        engine = {
+            **env,
+            **VLLM_CPU_ENV,
+            "ATOMTHINK_POLICY_BACKEND": "vllm",
+            "ATOMTHINK_DTYPE": "float32",
+            "ATOMTHINK_VLLM_MAX_MODEL_LEN": "1024",
+            "ATOMTHINK_VLLM_ENFORCE_EAGER": "true",
+            "ATOMTHINK_VLLM_ENABLE_CHUNKED_PREFILL": "false",
+            "VLLM_CPU_OMP_THREADS_BIND": args.policy_cores,
+        }
+        workers = [WorkerProcess("policy", engine, logdir / "policy.log", python=python),
+                   WorkerProcess("prm", env, logdir / "prm.log", python=python)]  # fmt: skip
+        try:
+            with ServerProcess(["gateway"], env, log_path=logdir / "gateway.log",
+                               program=(str(python), "-m", "atomthink_serve.cli")) as gateway:  # fmt: skip
+                await asyncio.to_thread(wait_ready, gateway, workers, logdir)
+                async with httpx.AsyncClient(timeout=1800) as client:
+                    for strategy in [s for s in args.strategies if s in OUR_STRATEGY]:
+
+                        async def solve(i: int, strategy: str = strategy) -> Outcome:
+                            response = await client.post(gateway.url + "/solve", json=our_body(strategy, i, knobs))
+                            response.raise_for_status()
+                            return outcome_of(response.json())
+
+                        await solve(10**6)
+                        for concurrency in args.concurrency:
+                            n = max(args.min_problems, args.waves * concurrency)
+                            for block in range(args.blocks):
+                                cell = await run_round("ours (Redis)", strategy, concurrency, block + 1,
+                                                       problems.take(n), solve, prm_url)  # fmt: skip
+                                print(cell.row(), flush=True)
+                                cells.append(cell)
+        finally:
+            for worker in workers:
+                worker.terminate()
+    return cells
+
+
+def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
+    """Ours / its_hub per strategy and concurrency: the ratio of the mean rates, and the spread of round pairs."""
+    lines = ["", "## Ours / its_hub (solves/s; the spread is over adjacent round pairs)"]
+    keys = sorted({(c.strategy, c.concurrency) for c in cells})
+    for strategy, concurrency in keys:
+        group = [c for c in cells if (c.strategy, c.concurrency) == (strategy, concurrency)]
+        peer = [c.rate for c in group if c.side.startswith("its_hub")]
+        for side in ("ours (in process)", "ours (Redis)"):
+            mine = [c.rate for c in group if c.side == side]
+            if mine and peer:
+                ratio = statistics.mean(mine) / statistics.mean(peer)
+                pairs = [m / p for m, p in zip(mine, peer, strict=False)]
+                acc_m = sum(c.right for c in group if c.side == side) / sum(c.n for c in group if c.side == side)
+                acc_p = sum(c.right for c in group if c.side.startswith("its_hub")) / sum(
+                    c.n for c in group if c.side.startswith("its_hub"))  # fmt: skip
+                lines.append(f"- {strategy}, c={concurrency}, {side}: {ratio:.2f}x (pairs {min(pairs):.2f}-"
+                             f"{max(pairs):.2f}x); accuracy {100 * acc_m:.0f}% vs {100 * acc_p:.0f}%")  # fmt: skip
+    for strategy, concurrency in keys:
+        mine = [f for f in floors if (f["strategy"], f["concurrency"]) == (strategy, concurrency)]
+        if mine:
+            share = statistics.mean(f["floor_s"] / f["ours_s"] for f in mine)
+            lines.append(f"- roofline, {strategy}, c={concurrency}: ours reaches {100 * share:.0f}% of the floor's "
+                         f"throughput for the same requests")  # fmt: skip
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--paths", default="inprocess,redis")
+    parser.add_argument("--blocks", type=int, default=2, help="blocks of rounds ours, peer, peer, ours")
+    parser.add_argument("--waves", type=int, default=2, help="problems per round = waves x concurrency ...")
+    parser.add_argument("--min-problems", type=int, default=8, help="... but at least this many")
+    parser.add_argument("--first-problem", type=int, default=2000, help="held-out index of the first round's first")
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--beam-width", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--no-roofline", dest="roofline", action="store_false")
+    parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
+    parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
+    parser.add_argument("--json", type=Path, help="write every cell and floor here")
+    args = parser.parse_args()
+    args.strategies = [s for s in args.strategies.split(",") if s]
+    unknown = set(args.strategies) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, TINY.sampling.top_p,
+                  TINY.sampling.top_k, TINY.step_max_tokens, 256)  # fmt: skip
+    os.environ.update(VLLM_CPU_ENV)
+    print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {PRM.name}, its_hub "
+          f"{_its_hub_version()}; {asdict(knobs)}")  # fmt: skip
+    print(HEADER)
+    problems = Problems(args.first_problem)
+    cells: list[Cell] = []
+    floors: list[dict[str, Any]] = []
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.prm_cores
+    with tempfile.TemporaryDirectory() as tmp, VllmServer(PRM, "prm", log_path=Path(tmp) / "prm.log") as server:
+        prm_url = server.url + "/v1"
+        if "inprocess" in args.paths:
+            more, floors = await inprocess_rounds(args, knobs, prm_url, problems)
+            cells += more
+        if "redis" in args.paths:
+            cells += await redis_rounds(args, knobs, prm_url, problems, Path(tmp))
+    lines = summary(cells, floors)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"knobs": asdict(knobs), "cells": [asdict(c) for c in cells], "floors": floors, "summary": lines}
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def _its_hub_version() -> str:
+    from importlib.metadata import version
+
+    found = version("its_hub")
+    if found != ITS_HUB_VERSION:
+        print(f"# warning: its_hub {found} installed, the benchmark was written against {ITS_HUB_VERSION}")
+    return found
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
