@@ -436,6 +436,44 @@ def wait_ready(gateway: ServerProcess, workers: list[WorkerProcess], logdir: Pat
         time.sleep(1)
 
 
+async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list[str]:
+    """Room for search at the benchmark's temperature: QuickThink against our beam search (and greedy CoT) on the
+    first ``--headroom`` held-out problems, in process on the same engines."""
+    from atomthink.settings import Settings
+    from atomthink_serve.embedded import build_runtime
+    from service.schemas import SolveParams
+
+    settings = Settings(policy_backend="vllm", policy_model=str(TEXT_POLICY), dtype="float32", vllm_max_model_len=1024,
+                        vllm_enforce_eager=True, vllm_enable_chunked_prefill=False, prm_backend="openai-completions",
+                        prm_base_url=prm_url, prm_model=str(PRM), job_timeout_s=900, policy_max_inflight=256,
+                        prm_max_inflight=256)  # fmt: skip
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
+    modes = {
+        "cot, greedy": {"mode": "cot", "temperature": 0.0},
+        f"quick, T = {knobs.temperature:g}": {"mode": "quick", "temperature": knobs.temperature, "top_p": knobs.top_p,
+                                              "max_steps": knobs.max_steps},
+        f"beam {knobs.candidates} x {knobs.beam_width}, T = {knobs.temperature:g}": {
+            k: v for k, v in our_body("beam", 0, knobs).items() if k not in ("question", "seed")},
+    }  # fmt: skip
+    lines = [f"## Headroom: held-out problems 0-{args.headroom - 1} (seed {HELDOUT_SEED})"]
+    async with build_runtime(settings) as runtime:
+        semaphore = asyncio.Semaphore(32)
+
+        async def right(i: int, fields: dict[str, Any]) -> bool:
+            problem = make_problem(HELDOUT_SEED, i)
+            async with semaphore:
+                response = await runtime.solve(SolveParams(question=text_question(problem), seed=i, **fields))
+            return response.answer == problem.answer
+
+        for name, fields in modes.items():
+            hits = sum(await asyncio.gather(*(right(i, fields) for i in range(args.headroom))))
+            low, high = wilson(hits, args.headroom)
+            lines.append(f"- {name}: {hits}/{args.headroom} = {100 * hits / args.headroom:.1f}% "
+                         f"(95% CI {100 * low:.1f}-{100 * high:.1f}%)")  # fmt: skip
+            print(lines[-1], flush=True)
+    return lines
+
+
 async def redis_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, logdir: Path) -> list:
     """Ours through the gateway and Redis workers (one policy worker process with its own engine, one PRM worker)."""
     cells = []
@@ -528,6 +566,8 @@ async def main() -> None:
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
+    parser.add_argument("--headroom", type=int, default=0, help="only measure greedy CoT, QuickThink and beam on the "
+                        "first N held-out problems (the text policy's room for search), then stop")  # fmt: skip
     args = parser.parse_args()
     args.strategies = [s for s in args.strategies.split(",") if s]
     unknown = set(args.strategies) - set(STRATEGIES)
@@ -546,6 +586,9 @@ async def main() -> None:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.prm_cores
     with tempfile.TemporaryDirectory() as tmp, VllmServer(PRM, "prm", log_path=Path(tmp) / "prm.log") as server:
         prm_url = server.url + "/v1"
+        if args.headroom:
+            await headroom(args, knobs, prm_url)
+            return
         if "inprocess" in args.paths:
             more, floors = await inprocess_rounds(args, knobs, prm_url, problems)
             cells += more

@@ -134,6 +134,9 @@ class SolveParams(BaseModel):
     max_steps: int = Field(20, ge=1, le=50, description="Most atomic steps per path.")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(
+        None, ge=0, le=1000, description="Top-k cut (0 = off); unset, the server's setting or the prompt preset's."
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same request: same answer.")
     deadline_ms: int | None = Field(
         None,

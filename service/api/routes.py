@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,7 +17,7 @@ from service.api.parsing import read_solve_request
 from service.api.stream import STREAMED, solve_event_stream, solve_until_disconnect, wants_stream
 from service.quotas import QuotaGate, solve_cost
 from service.runtime import Runtime
-from service.schemas import AggregationName, ErrorResponse, Mode, SolveResponse, Strategy
+from service.schemas import ErrorResponse, SolveParams, SolveResponse
 
 router = APIRouter()
 
@@ -29,34 +29,22 @@ def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
+
+def _multipart_schema() -> dict[str, Any]:
+    """The multipart body's schema, generated from ``SolveParams`` (every field a form field) plus the image file:
+    the two bodies cannot drift apart."""
+    params = SolveParams.model_json_schema()
+    image = {"type": "string", "format": "binary", "description": "The figure (PNG, JPEG, ...; optional)."}
+    return {"type": "object", "required": params.get("required", []),
+            "properties": {"image": image, **params["properties"]}}  # fmt: skip
+
+
 _SOLVE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/SolveJsonRequest"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["question"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "question": {"type": "string"},
-                        "choices": {"type": "array", "items": {"type": "string"}},
-                        "mode": {"type": "string", "enum": list(get_args(Mode))},
-                        "strategy": {"type": "string", "enum": list(get_args(Strategy))},
-                        "candidates": {"type": "integer"},
-                        "beam_width": {"type": "integer"},
-                        "aggregation": {"type": "string", "enum": list(get_args(AggregationName))},
-                        "max_steps": {"type": "integer"},
-                        "temperature": {"type": "number"},
-                        "top_p": {"type": "number"},
-                        "seed": {"type": "integer"},
-                        "deadline_ms": {"type": "integer"},
-                        "return_tree": {"type": "boolean"},
-                        "stream": {"type": "boolean"},
-                    },
-                }
-            },
+            "multipart/form-data": {"schema": _multipart_schema()},
         },
     }
 }

@@ -94,7 +94,7 @@ class Solver:
             sampling=SamplingDefaults(
                 temperature=_first(params.temperature, settings.temperature, self.preset.sampling.temperature),
                 top_p=_first(params.top_p, settings.top_p, self.preset.sampling.top_p),
-                top_k=_first(settings.top_k, self.preset.sampling.top_k),
+                top_k=_first(params.top_k, settings.top_k, self.preset.sampling.top_k),
                 max_step_tokens=settings.max_step_tokens or self.preset.step_max_tokens,
                 max_answer_tokens=settings.max_answer_tokens,
             ),

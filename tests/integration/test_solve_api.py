@@ -173,6 +173,10 @@ def test_health_readiness_and_openapi(gateway: ServerProcess) -> None:
     body = spec["paths"]["/solve"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= body.keys()
     assert "SolveJsonRequest" in spec["components"]["schemas"]
+    # the multipart body lists every field the JSON body has (the image as a file instead of a string)
+    form = body["multipart/form-data"]["schema"]["properties"]
+    assert set(form) == set(spec["components"]["schemas"]["SolveJsonRequest"]["properties"])
+    assert form["image"]["format"] == "binary" and {"adaptive", "prune_fraction", "top_k"} <= set(form)
 
 
 def test_metrics_show_latency_by_candidate_count(gateway: ServerProcess, sample_png: bytes) -> None:
