@@ -207,6 +207,8 @@ class Settings(BaseSettings):
     offset", its sampler rewinds a generator that CPU torch cannot rewind)."""
 
     # --- Search defaults ----------------------------------------------------------------------------
+    prm_merge_duplicate_paths: bool = True
+    """Score each distinct path once per PRM job (siblings often sample the same step); off only to measure it."""
     temperature: float | None = Field(None, ge=0, le=2)
     """Sampling temperature when a request does not give one; unset, the prompt preset's (tiny 0.7, atomthink-v1
     1.0, atomthink-v2 0.2, as the official configs)."""

@@ -372,7 +372,7 @@ async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str,
             "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False, "vllm_enable_prefix_caching": True,
             "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(PRM),
             "job_timeout_s": 900, "engine_feeding": "continuous", "policy_max_inflight": 256,
-            "prm_max_inflight": 256}  # fmt: skip
+            "prm_max_inflight": 256, "prm_merge_duplicate_paths": args.merge == "on"}  # fmt: skip
     settings = Settings(**base)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
     policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
@@ -483,7 +483,8 @@ async def redis_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, pro
                "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
                "ATOMTHINK_JOB_TIMEOUT_S": "900", "ATOMTHINK_PRM_BACKEND": "openai-completions",
                "ATOMTHINK_PRM_BASE_URL": prm_url, "ATOMTHINK_POLICY_MAX_INFLIGHT": "256",
-               "ATOMTHINK_PRM_MAX_INFLIGHT": "256"}  # fmt: skip
+               "ATOMTHINK_PRM_MAX_INFLIGHT": "256",
+               "ATOMTHINK_PRM_MERGE_DUPLICATE_PATHS": str(args.merge == "on").lower()}  # fmt: skip
         engine = {
             **env,
             **VLLM_CPU_ENV,
@@ -563,6 +564,8 @@ async def main() -> None:
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--no-roofline", dest="roofline", action="store_false")
+    parser.add_argument("--merge", choices=("on", "off"), default="on",
+                        help="ours: score identical paths once per PRM job")  # fmt: skip
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
@@ -578,7 +581,7 @@ async def main() -> None:
                   TINY.sampling.top_k, TINY.step_max_tokens, 256)  # fmt: skip
     os.environ.update(VLLM_CPU_ENV)
     print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {PRM.name}, its_hub "
-          f"{_its_hub_version()}; {asdict(knobs)}")  # fmt: skip
+          f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip
     print(HEADER)
     problems = Problems(args.first_problem)
     cells: list[Cell] = []

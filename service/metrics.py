@@ -129,3 +129,8 @@ def _export_zeros() -> None:
 
 
 _export_zeros()
+
+
+PRM_PATHS_MERGED = Counter(
+    "atomthink_prm_paths_merged_total", "Paths left out of PRM jobs because an identical path was in the same job"
+)

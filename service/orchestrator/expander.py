@@ -79,6 +79,7 @@ class QueueExpander:
         seed: int,
         job_timeout_s: float,
         prompt_preset: str | None = None,
+        merge_duplicate_paths: bool = True,
     ) -> None:
         self.client = client
         self.request_id = request_id
@@ -88,6 +89,8 @@ class QueueExpander:
         self.seed = seed
         self.job_timeout_s = job_timeout_s
         self.prompt_preset = prompt_preset
+        self.merge_duplicate_paths = merge_duplicate_paths
+        """Score each distinct path once per PRM job (siblings often repeat a step); the scores are the same."""
         self.stats = ExpansionStats()
         self._jobs = 0
 
@@ -152,15 +155,18 @@ class QueueExpander:
         return result.candidates
 
     async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
-        known_scores = [list(k) for k in known] if any(known) else []
-        job = PrmJob(
-            request_id=self.request_id,
-            question=self.question,
-            paths=[list(p) for p in paths],
-            known_scores=known_scores,
-        )
+        """Per path, per step scores: one PRM job, each distinct path in it once (a PRM's score of a step depends only
+        on the question and the steps up to it, so identical paths get identical scores)."""
+        order: dict[tuple[str, ...], int] = {}
+        slots = [order.setdefault(tuple(p), len(order)) if self.merge_duplicate_paths else i for i, p in
+                 enumerate(paths)]  # fmt: skip
+        unique = [list(p) for p in order] if self.merge_duplicate_paths else [list(p) for p in paths]
+        first = {slot: i for i, slot in reversed(list(enumerate(slots)))}
+        known_scores = [list(known[first[j]]) for j in range(len(unique))] if any(known) else []
+        metrics.PRM_PATHS_MERGED.inc(len(paths) - len(unique))
+        job = PrmJob(request_id=self.request_id, question=self.question, paths=unique, known_scores=known_scores)
         self.stats.prm_calls += 1
         result = await self._call(job, self.stats.prm_clock)
-        if [len(s) for s in result.scores] != [len(p) for p in paths]:
+        if [len(s) for s in result.scores] != [len(p) for p in unique]:
             raise JobFailed("PRM worker returned scores that do not match the paths")
-        return result.scores
+        return [list(result.scores[slot]) for slot in slots]

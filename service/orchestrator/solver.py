@@ -101,6 +101,7 @@ class Solver:
             seed=seed,
             job_timeout_s=settings.job_timeout_s,
             prompt_preset=self.preset.name,
+            merge_duplicate_paths=settings.prm_merge_duplicate_paths,
         )
         config = SearchConfig(
             max_steps=params.max_steps,
