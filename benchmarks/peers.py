@@ -155,6 +155,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
+def is_right(answer: str | None, i: int) -> bool:
+    """Against the value: neither side is shown a multiple-choice problem's options (the question is the text-dominant
+    one alone), so an option letter is never the expected form."""
+    return answer == str(make_problem(HELDOUT_SEED, i).value_answer)
+
+
 # --- its_hub's interfaces over our backends (the only glue; its algorithms run unmodified) ----------------------
 
 _solve_tokens: contextvars.ContextVar[list[int]] = contextvars.ContextVar("solve_tokens")
@@ -313,7 +319,7 @@ async def run_round(
     await asyncio.gather(*(one(i) for i in problems))
     wall = time.perf_counter() - started
     prm_tokens = await asyncio.to_thread(prm_prompt_tokens, prm_url) - prm_before
-    right = sum(outcomes[i].answer == make_problem(HELDOUT_SEED, i).answer for i in problems)
+    right = sum(is_right(outcomes[i].answer, i) for i in problems)
     tokens = sum(o.policy_tokens for o in outcomes.values())
     return Cell(side, strategy, concurrency, round_no, problems, wall, latencies, tokens, prm_tokens, right)
 
@@ -452,8 +458,14 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
         "cot, greedy": {"mode": "cot", "temperature": 0.0},
         f"quick, T = {knobs.temperature:g}": {"mode": "quick", "temperature": knobs.temperature, "top_p": knobs.top_p,
                                               "max_steps": knobs.max_steps},
-        f"beam {knobs.candidates} x {knobs.beam_width}, T = {knobs.temperature:g}": {
-            k: v for k, v in our_body("beam", 0, knobs).items() if k not in ("question", "seed")},
+        **{f"beam {knobs.candidates} x {knobs.beam_width}, T = {knobs.temperature:g}, {how}": {
+            **{k: v for k, v in our_body("beam", 0, knobs).items() if k not in ("question", "seed")},
+            "aggregation": how} for how in ("last", "min")},
+        f"best-of-{knobs.budget}, T = {knobs.temperature:g}, min": {
+            **{k: v for k, v in our_body("best_of_n", 0, knobs).items() if k not in ("question", "seed")},
+            "aggregation": "min"},
+        f"majority of {knobs.budget}, T = {knobs.temperature:g}": {
+            k: v for k, v in our_body("self_consistency", 0, knobs).items() if k not in ("question", "seed")},
     }  # fmt: skip
     lines = [f"## Headroom: held-out problems 0-{args.headroom - 1} (seed {HELDOUT_SEED})"]
     async with build_runtime(settings) as runtime:
@@ -463,7 +475,7 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
             problem = make_problem(HELDOUT_SEED, i)
             async with semaphore:
                 response = await runtime.solve(SolveParams(question=text_question(problem), seed=i, **fields))
-            return response.answer == problem.answer
+            return is_right(response.answer, i)
 
         for name, fields in modes.items():
             hits = sum(await asyncio.gather(*(right(i, fields) for i in range(args.headroom))))
