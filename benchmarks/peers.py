@@ -214,8 +214,12 @@ def make_its_hub_adapters(policy: Any, prm: Any, knobs: Knobs) -> tuple[Any, Any
             return {"role": "assistant", "content": candidate.text}
 
     async def last_step_scores(question: str, responses: Sequence[str]) -> list[float]:
+        """One score per response, as its_hub asks: the PRM reads each whole path once, up to its last step's tag (the
+        earlier steps are marked known, so the completions PRM sends no prompt for them: the least work its_hub's
+        interface allows, the same per path as our side's scoring of new steps only)."""
         paths = [_steps_of(r) or [""] for r in responses]
-        scores = await prm.ascore(ScoreRequest(question, paths))
+        skip = [[0.0] * (len(path) - 1) for path in paths]
+        scores = await prm.ascore(ScoreRequest(question, paths, skip))
         return [path_scores[-1] for path_scores in scores]
 
     class EnginePRM(AbstractProcessRewardModel):  # type: ignore[misc]
