@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from atomthink.errors import ImageTooLarge, InvalidRequest, UnsupportedMediaType
 from atomthink.settings import Settings
 from service.api.errors import validation_to_error
-from service.images import decode_base64_image, validate_image
+from service.images import checked_image, decode_base64_image
 from service.schemas import SolveParams
 
 MAX_FORM_FIELDS = 64
@@ -38,7 +38,7 @@ async def read_solve_request(request: Request, settings: Settings) -> tuple[Solv
     except ValidationError as exc:
         raise validation_to_error(exc) from None
     if image is not None:
-        image = validate_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        image = await checked_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     return params, image
 
 

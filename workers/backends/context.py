@@ -35,19 +35,22 @@ def context_window(config: Any) -> int | None:
     return int(window) if isinstance(window, int) and window > 0 else None
 
 
-def prompt_text(
-    preset: PromptPreset, tokenizer: Any, processor: Any, request: GenerationRequest, with_image: bool
+def render_prompt_text(
+    template_owner: Any, preset: PromptPreset, request: GenerationRequest, *, multimodal: bool
 ) -> str:
-    """The exact prompt string the transformers policy feeds its tokenizer or processor."""
+    """The exact prompt string every policy backend feeds its tokenizer, processor or engine: the preset's text in
+    the checkpoint's chat template (``template_owner``: the processor of a multimodal checkpoint, whose template
+    takes the image part first, or a text tokenizer, which takes plain string content), or without a template the
+    image placeholder line first. The transformers policy, the vLLM policy and the context check all use it."""
+    with_image = request.image is not None and multimodal
     prompt = preset.render(request.kind, request.question, request.steps)
-    template_owner = processor if processor is not None else tokenizer
     if getattr(template_owner, "chat_template", None):
-        messages = chat_messages(prompt, has_image=with_image)
-        if processor is None:  # text-only tokenizers take plain string content
-            messages = [{"role": "user", "content": prompt}]
+        messages: list[dict[str, object]] = (
+            chat_messages(prompt, has_image=with_image) if multimodal else [{"role": "user", "content": prompt}]
+        )
         return str(template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     if with_image:
-        return f"{processor.image_token}\n{prompt}"
+        return f"{template_owner.image_token}\n{prompt}"
     return prompt
 
 
@@ -86,7 +89,8 @@ class PolicyWindow:
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         with_image = request.image is not None and self.multimodal
-        text = prompt_text(self.preset, self.tokenizer, self.processor, request, with_image)
+        owner = self.processor if self.multimodal else self.tokenizer
+        text = render_prompt_text(owner, self.preset, request, multimodal=self.multimodal)
         count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return count + (self.image_tokens() if with_image else 0)
 
