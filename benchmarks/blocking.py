@@ -8,17 +8,21 @@ loop, every poll that arrives meanwhile waits for the decode (hundreds of millis
 
     python benchmarks/blocking.py                       # this checkout
     python benchmarks/blocking.py --code /tmp/old-tree  # the gateway of another tree (e.g. `git archive` of a commit)
+
+Then (this checkout only) it times the gateway's first-prompt context check, which the solver runs on the loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
+import contextlib
 import io
+import json
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -55,54 +59,88 @@ def summary(latencies: list[float]) -> str:
     )
 
 
-async def poll(client: httpx.AsyncClient, url: str, every_s: float, stop: asyncio.Event) -> list[float]:
-    latencies: list[float] = []
-    while not stop.is_set():
-        started = time.perf_counter()
-        response = await client.get(url + "/healthz")
-        response.raise_for_status()
-        latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(every_s)
-    return latencies
+class Poller:
+    """``GET /healthz`` every ``every_s`` from a thread of its own (its own connection, no share of the uploading
+    event loop), recording each answer's latency."""
+
+    def __init__(self, url: str, every_s: float) -> None:
+        self.url, self.every_s = url, every_s
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=120) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                client.get(self.url + "/healthz").raise_for_status()
+                self.latencies.append(time.perf_counter() - started)
+                self._stop.wait(self.every_s)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
-async def upload(client: httpx.AsyncClient, url: str, image: bytes, route: str) -> tuple[int, float]:
+def upload(client: httpx.Client, url: str, image: bytes, chat_body: bytes, route: str) -> tuple[int, float]:
     started = time.perf_counter()
     if route == "solve":
-        response = await client.post(
+        response = client.post(
             url + "/solve", data={"question": "What is shown?", "mode": "direct"}, files={"image": ("x.png", image)}
         )
     else:
-        data_url = "data:image/png;base64," + base64.b64encode(image).decode()
-        content = [{"type": "text", "text": "What is shown?"}, {"type": "image_url", "image_url": {"url": data_url}}]
-        body = {"model": "atomthink", "messages": [{"role": "user", "content": content}], "reasoning_effort": "none"}
-        response = await client.post(url + "/v1/chat/completions", json=body)
+        headers = {"content-type": "application/json"}
+        response = client.post(url + "/v1/chat/completions", content=chat_body, headers=headers)
     return response.status_code, time.perf_counter() - started
 
 
-async def measure(url: str, image: bytes, args: argparse.Namespace) -> None:
+def measure(url: str, image: bytes, args: argparse.Namespace) -> None:
     every_s = args.poll_ms / 1000
-    async with httpx.AsyncClient(timeout=120) as poller, httpx.AsyncClient(timeout=120) as uploader:
-        stop = asyncio.Event()
-        idle_task = asyncio.create_task(poll(poller, url, every_s, stop))
-        await asyncio.sleep(args.idle_s)
-        stop.set()
-        idle = await idle_task
+    data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    content = [{"type": "text", "text": "What is shown?"}, {"type": "image_url", "image_url": {"url": data_url}}]
+    chat = {"model": "atomthink", "messages": [{"role": "user", "content": content}], "reasoning_effort": "none"}
+    chat_body = json.dumps(chat).encode()
+    with Poller(url, every_s) as idle:
+        time.sleep(args.idle_s)
+    with httpx.Client(timeout=120) as uploader:
         for route in args.routes:
-            stop = asyncio.Event()
-            busy_task = asyncio.create_task(poll(poller, url, every_s, stop))
             statuses, durations = [], []
-            for _ in range(args.uploads):
-                status, seconds = await upload(uploader, url, image, route)
-                statuses.append(status)
-                durations.append(seconds)
-            stop.set()
-            busy = await busy_task
+            with Poller(url, every_s) as busy:
+                for _ in range(args.uploads):
+                    status, seconds = upload(uploader, url, image, chat_body, route)
+                    statuses.append(status)
+                    durations.append(seconds)
             uploads = (
                 f"{args.uploads} uploads (HTTP {sorted(set(statuses))}, {statistics.median(durations):.2f} s each)"
             )
-            print(f"{route:>6}: {uploads}, {summary(busy)}")
-        print(f"  idle: {summary(idle)}")
+            print(f"{route:>6}: {uploads}, {summary(busy.latencies)}")
+    print(f"  idle: {summary(idle.latencies)}")
+
+
+def check_cost(runs: int = 50) -> None:
+    """The gateway's first-prompt context check (tokenization, run on the event loop by the solver), timed in process
+    on the shipped tiny policy and PRM: a short question and one at the 4000-character limit."""
+    from atomthink.errors import ContextTooLong
+    from atomthink.protocol import SamplingParams
+    from atomthink.settings import Settings
+    from workers.backends.context import FirstPromptCheck
+
+    check = FirstPromptCheck.from_settings(Settings())
+    questions = {"short": "What is 2 + 2?", "4000 chars": ("What is the area of the triangle ABC? " * 200)[:4000]}
+    for label, question in questions.items():
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            with contextlib.suppress(ContextTooLong):
+                check.check("step", question, True, SamplingParams(max_new_tokens=64), scored=True)
+            times.append(1000 * (time.perf_counter() - started))
+        print(
+            f"first-prompt check, {label:>10} question: p50 {statistics.median(times):.2f} ms, max {max(times):.2f} ms"
+        )
 
 
 def main() -> None:
@@ -113,6 +151,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=5)
     parser.add_argument("--poll-ms", type=float, default=5.0, help="pause between /healthz polls")
     parser.add_argument("--idle-s", type=float, default=3.0, help="polling of the idle gateway first")
+    parser.add_argument("--no-check-cost", action="store_true", help="skip timing the first-prompt check")
     parser.add_argument("--routes", nargs="+", default=["solve", "openai"], choices=["solve", "openai"])
     args = parser.parse_args()
 
@@ -134,7 +173,9 @@ def main() -> None:
                          "runpy.run_module('atomthink_serve.cli', run_name='__main__')"]  # fmt: skip
     print(f"gateway code: {code}")
     with gateway:
-        asyncio.run(measure(gateway.url, image, args))
+        measure(gateway.url, image, args)
+    if not args.no_check_cost and code == REPO:
+        check_cost()
 
 
 if __name__ == "__main__":

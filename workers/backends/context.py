@@ -10,6 +10,7 @@ image tokens), never the weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -72,7 +73,10 @@ class PolicyWindow:
             return None
         processor = AutoProcessor.from_pretrained(model_path) if hasattr(config, "vision_config") else None
         tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(model_path)
-        return cls(resolve_prompt_preset(preset, model_path), tokenizer, processor, window)
+        counter = cls(resolve_prompt_preset(preset, model_path), tokenizer, processor, window)
+        if counter.multimodal:
+            counter.image_tokens()  # measured while loading (in a thread), not by the first request on a loop
+        return counter
 
     @property
     def multimodal(self) -> bool:
@@ -82,9 +86,9 @@ class PolicyWindow:
         """Positions an image adds beyond its one placeholder token (the processor expands it), measured once."""
         if self._image_tokens is None:
             marker = self.processor.image_token
-            expanded = self.processor(images=[Image.new("RGB", (32, 32))], text=[marker], return_tensors="pt")
+            expanded = self.processor(images=[Image.new("RGB", (32, 32))], text=[marker])
             plain = self.tokenizer(marker, add_special_tokens=False)["input_ids"]
-            self._image_tokens = int(expanded["input_ids"].shape[1]) - len(plain)
+            self._image_tokens = len(expanded["input_ids"][0]) - len(plain)
         return self._image_tokens
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
@@ -177,7 +181,12 @@ class FirstPromptCheck:
                 prm = PrmWindow.from_checkpoint(settings.prm_model, settings.prm_preset)
             except (OSError, ValueError) as exc:
                 log.warning("no context check of the PRM at the gateway: %s", exc)
-        return cls(policy, prm)
+        check = cls(policy, prm)
+        # one check now, while loading in a thread: the chat template's compilation and the tokenizers' first calls
+        # (tens of milliseconds) are not paid by the first request, on the gateway's event loop
+        with contextlib.suppress(ContextTooLong):
+            check.check("step", "1 + 1 = ?", policy is not None and policy.multimodal, SamplingParams(), scored=True)
+        return check
 
     def check(self, kind: PromptKind, question: str, has_image: bool, sampling: SamplingParams, scored: bool) -> None:
         if self.policy is not None:
