@@ -35,6 +35,7 @@ from service.api.openai_protocol import (
     finish_reason,
     usage,
 )
+from service.api.parsing import body_limit
 from service.api.routes import QuotasDep
 from service.api.stream import (
     EVENT_STREAM,
@@ -52,7 +53,6 @@ from service.schemas import SolveParams, SolveResponse
 OPENAI_SCHEMAS: list[type[BaseModel]] = [ChatCompletionRequest, ChatCompletionChunk, OpenAIError]
 """Models the OpenAPI document lists for these routes beyond their response models."""
 
-MAX_TEXT_BYTES = 256 * 1024
 STARTED = int(time.time())
 
 
@@ -100,7 +100,7 @@ async def chat_completions(
     admission: asyncio.Semaphore = request.app.state.admission
     if admission.locked():
         raise Overloaded(f"{settings.max_in_flight} requests already in flight", retry_after_s=1)
-    chat = await _read_chat_request(request, settings.max_image_bytes * 4 // 3 + MAX_TEXT_BYTES)
+    chat = await _read_chat_request(request, body_limit(settings))
     if chat.model != settings.served_model_name:
         raise ModelNotFound(f"model {chat.model!r} is not served here; GET /v1/models lists it", field="model")
     question, urls = chat.question_and_image_urls()
