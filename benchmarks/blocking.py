@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import redis
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,8 +173,15 @@ def main() -> None:
     gateway.args[1:3] = ["-c", f"import sys; sys.path.insert(0, {str(code)!r}); import runpy; "
                          "runpy.run_module('atomthink_serve.cli', run_name='__main__')"]  # fmt: skip
     print(f"gateway code: {code}")
-    with gateway:
-        measure(gateway.url, image, args)
+    try:
+        with gateway:
+            measure(gateway.url, image, args)
+    finally:
+        client = redis.Redis.from_url(args.redis)
+        keys = list(client.scan_iter(match=env["ATOMTHINK_KEY_PREFIX"] + ":*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
     if not args.no_check_cost and code == REPO:
         check_cost()
 
