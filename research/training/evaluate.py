@@ -38,7 +38,7 @@ from atomthink.prompts import TINY, TINY_STEP_DELIMITER, chat_messages, format_q
 from atomthink.steps import extract_answer, invalid_reason, is_final
 from research.data.engine import arithmetic_is_right
 from research.data.records import read_jsonl, split_process, through_first_error
-from service.orchestrator.strategies import tally
+from service.orchestrator.strategies.voting import tally
 from service.orchestrator.tree import rank_key
 
 
