@@ -102,9 +102,10 @@ async def search(expander: StepExpander, tree: SearchTree, context: SearchContex
 STRATEGY = register(
     Strategy(
         name="beam",
-        summary="PRM-guided beam search: the beam_width best of all candidates at each depth (the default)",
+        summary="PRM-guided beam search: the beam_width best of all candidates at each depth, across beams",
         params=BeamParams,
         search=search,
         cost=lambda params: params.candidates * params.beam_width,
+        cost_doc="candidates x beam_width",
     )
 )

@@ -57,6 +57,7 @@ STRATEGY = register(
         params=BestOfNParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         path_level=True,
     )
 )

@@ -22,5 +22,6 @@ STRATEGY = register(
         params=GreedyParams,
         search=beam.search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
     )
 )

@@ -35,6 +35,7 @@ STRATEGY = register(
         params=MajorityParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         uses_prm=True,  # tie_break="prm" scores every path
         path_level=True,
     )

@@ -46,6 +46,7 @@ STRATEGY = register(
         params=QuickParams,
         search=search,
         cost=lambda params: 1,
+        cost_doc="1",
         mode="quick",
         uses_prm=False,
     )

@@ -43,6 +43,8 @@ class Strategy(Generic[P]):
     search: Callable[[StepExpander, SearchTree, SearchContext, P], Awaitable[SearchOutcome]]
     cost: Callable[[P], int]
     """Candidates asked of the policy per step (the quotas' unit of compute)."""
+    cost_doc: str
+    """``cost`` in words, for the README's table (e.g. ``candidates x beam_width``)."""
     mode: SearchMode = "slow"
     uses_prm: bool = True
     path_level: bool = False
@@ -83,6 +85,12 @@ def get(name: str) -> Strategy[Any]:
 def all_strategies() -> Iterator[Strategy[Any]]:
     """Every registered strategy, in registration order."""
     return iter(list(_REGISTRY.values()))
+
+
+def ordered() -> list[Strategy[Any]]:
+    """QuickThink, the default SlowThink strategy, then the others in registration order (the README's order)."""
+    rank = {"quick": 0, DEFAULT_SLOW: 1}
+    return sorted(_REGISTRY.values(), key=lambda s: rank.get(s.name, 2))
 
 
 def names(mode: SearchMode | None = None) -> list[str]:

@@ -25,6 +25,7 @@ STRATEGY = register(
         params=WeightedMajorityParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         path_level=True,
     )
 )
