@@ -33,7 +33,8 @@ def _values(info: FieldInfo) -> str:
         return ", ".join(f"`{v}`" for v in typing.get_args(annotation))
     if annotation is bool:
         return "`true`, `false`"
-    low = high = None
+    low: object = None
+    high: object = None
     low_open = high_open = False
     for item in info.metadata:
         if isinstance(item, annotated_types.Ge):
