@@ -29,6 +29,7 @@ def strategy_fields_schema(schema: dict[str, Any]) -> None:
     """Add every registered strategy's fields to a request model's JSON schema (and the strategy names to
     ``strategy``), each described with the strategies that take it: the OpenAPI of ``/solve`` (JSON and multipart)
     and of the OpenAI facade's ``atomthink`` object comes from the registry."""
+    schema["additionalProperties"] = False  # a field no mode or strategy takes is refused
     properties = schema.setdefault("properties", {})
     if "strategy" in properties:
         slow = registry.names("slow")
