@@ -82,8 +82,8 @@ class Solver:
         request_id = new_id()
         settings = self.settings
         question = format_question(params.question, params.choices)
-        if self.limits is not None:
-            self._check_first_prompt(params, question, image is not None)
+        if self.limits is not None:  # tokenizes the whole first prompt: off the event loop
+            await asyncio.to_thread(self._check_first_prompt, params, question, image is not None)
         image_id = await self.client.put_image(image) if image is not None else None
         seed = params.seed if params.seed is not None else random.randrange(2**31 - 1)
         expander = QueueExpander(
