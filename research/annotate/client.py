@@ -174,9 +174,11 @@ class ChatClient:
         self.stats.calls += 1
         result = await self._post(body)
         refused = isinstance(result, CallFailure) and result.reason in ("http_400", "http_422")
-        if refused and "response_format" in body and self.structured == "auto":
-            self.structured = "off"
-            self.stats.structured_fallbacks += 1
+        # calls in flight when the first refusal came sent it too: they fall back as well
+        if refused and "response_format" in body and self.structured != "json_schema":
+            if self.structured == "auto":
+                self.structured = "off"
+                self.stats.structured_fallbacks += 1
             body.pop("response_format")
             result = await self._post(body)
         if isinstance(result, CallFailure):
