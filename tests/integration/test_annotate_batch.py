@@ -122,7 +122,8 @@ def test_every_problem_ends_as_a_record_or_a_recorded_rejection(llm: ServerProce
     mismatch = [json.loads(x) for x in (out / "mismatch.jsonl").read_text().splitlines()]
     assert sorted(m["problem_id"] for m in mismatch) == sorted(p for p, k in kinds.items() if k == "wrong")
     report = json.loads((out / "report.json").read_text())
-    assert report["status"] == {"accepted": len(accepted), "mismatch": by_kind["wrong"], "rejected": summary["rejected"]}
+    expected = {"accepted": len(accepted), "mismatch": by_kind["wrong"], "rejected": summary["rejected"]}
+    assert report["status"] == expected
     assert report["steps_per_path"]["median"] == 3
 
 
