@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from research.annotate.problems import load_problems
     from research.annotate.report import quality_report, render_markdown
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the progress bar
     settings = Settings()
     base_url = args.base_url or settings.annotate_base_url
     model = args.model or settings.annotate_model
