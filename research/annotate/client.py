@@ -46,6 +46,8 @@ class Reply:
     error: str | None = None
     """``non_json_body``, ``no_choices``, ``no_content`` when the 200 body holds no message text."""
     body_excerpt: str = ""
+    reasoning: str | None = None
+    """``message.reasoning`` (this service's facade) or ``message.reasoning_content`` (reasoning models on vLLM)."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,14 @@ class ChatClient:
         finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
         if not isinstance(content, str):
             return Reply(None, prompt_tokens, completion_tokens, finish, error="no_content", body_excerpt=raw[:200])
-        return Reply(content, prompt_tokens, completion_tokens, finish)
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        return Reply(
+            content,
+            prompt_tokens,
+            completion_tokens,
+            finish,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+        )
 
 
 class _Final(Exception):

@@ -1,4 +1,6 @@
-"""Annotating one problem: a dynamic-prompting path (node by node) or a short-CoT atomization (one call).
+"""Annotating one problem: a dynamic-prompting path (node by node), a short-CoT atomization (one call), or a whole
+solution from an endpoint that reasons step by step itself (``solve``: the bare question to this service's ``/v1``
+or a reasoning model; its reasoning lines are the path, its content the answer).
 
 The result is one *annotation record* (a JSON-ready dict, the line ``annotations.jsonl`` holds) whatever happens:
 
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 from atomthink.prompts import PRESETS
 from research.annotate.client import CallFailure, ChatClient, Reply, chat_messages, image_data_url
-from research.annotate.parse import Node, Unusable, excerpt, parse_node, parse_path, parse_plain_step
+from research.annotate.parse import Node, Unusable, excerpt, parse_node, parse_path, parse_plain_step, parse_solution
 from research.annotate.problems import AnnotateProblem
 from research.annotate.prompts import (
     GENERIC,
@@ -34,8 +36,8 @@ from research.annotate.prompts import (
 )
 from research.eval.matching import match_answer
 
-Mode = Literal["dynamic", "atomize"]
-MODES: tuple[Mode, ...] = ("dynamic", "atomize")
+Mode = Literal["dynamic", "atomize", "solve"]
+MODES: tuple[Mode, ...] = ("dynamic", "atomize", "solve")
 Status = Literal["accepted", "mismatch", "rejected"]
 RECORD_VERSION = 1
 
@@ -111,6 +113,8 @@ class Annotator:
         image_url = image_data_url(item.image) if item.image is not None else None
         if self.config.mode == "atomize":
             nodes_or_reason = await self._atomize(problem, question, image_url, record, rid)
+        elif self.config.mode == "solve":
+            nodes_or_reason = await self._solve(problem, question, image_url, record, rid)
         else:
             nodes_or_reason = await self._dynamic(problem, question, image_url, record, rid)
         if isinstance(nodes_or_reason, str):
@@ -241,6 +245,36 @@ class Annotator:
                 parsed = parse_path(result.text, problem.item.choices)
                 if isinstance(parsed, Unusable) and result.finish_reason == "length":
                     parsed = Unusable("truncated", parsed.excerpt)
+            if isinstance(parsed, Unusable):
+                record["unusable"].append({"step": 0, "reason": parsed.reason, "excerpt": parsed.excerpt})
+                last = parsed.reason
+                continue
+            return parsed
+        return f"unusable:{last}"
+
+    async def _solve(
+        self, problem: AnnotateProblem, question: str, image_url: str | None, record: dict[str, Any], rid: str
+    ) -> list[Node] | str:
+        """The bare question to an endpoint that reasons step by step itself; its steps become the path."""
+        last = "none"
+        for attempt in range(self.config.max_resamples + 1):
+            result = await self._call(
+                record,
+                None,
+                question,
+                image_url,
+                schema=None,
+                schema_name="",
+                max_tokens=self.config.max_tokens or 1024,
+                seed=call_seed(rid, 0, attempt, self.config.seed),
+            )
+            if isinstance(result, CallFailure):
+                record["unusable"].append({"step": 0, "reason": result.reason, "excerpt": ""})
+                return result.reason
+            if result.error is not None:
+                parsed: list[Node] | Unusable = Unusable(result.error, excerpt(result.body_excerpt))
+            else:
+                parsed = parse_solution(result.text, result.reasoning, problem.item.choices)
             if isinstance(parsed, Unusable):
                 record["unusable"].append({"step": 0, "reason": parsed.reason, "excerpt": parsed.excerpt})
                 last = parsed.reason

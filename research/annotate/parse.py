@@ -209,3 +209,28 @@ def parse_path(text: str | None, choices: Sequence[str] | None = None) -> list[N
     if any(n.action == "conclude" for n in nodes[:-1]):
         return Unusable("concludes_before_the_end", excerpt(text))
     return nodes
+
+
+def parse_solution(
+    content: str | None, reasoning: str | None, choices: Sequence[str] | None = None
+) -> list[Node] | Unusable:
+    """A whole solution from an endpoint that reasons step by step itself (``--mode solve``): the steps are the
+    lines of ``reasoning`` (this service's ``message.reasoning``, a reasoning model's ``reasoning_content``) with
+    ``content`` the answer, or, without reasoning, the lines of ``content`` ending in a final-answer step."""
+    lines = [line.strip() for line in (reasoning or content or "").splitlines() if line.strip()]
+    if not lines:
+        return Unusable("empty_reply", "")
+    nodes: list[Node] = []
+    for line in lines:
+        bad = _step(line, nodes[-1].content if nodes else None)
+        if bad is not None:
+            return bad
+        nodes.append(Node(content=line, action="continue"))
+    stated = (content or "").strip() if reasoning else None
+    answer = _conclusion_answer(nodes[-1].content, stated or None, choices)
+    if not answer:
+        return Unusable("conclude_without_answer", excerpt(reasoning or content))
+    if any(is_final(n.content) for n in nodes[:-1]):
+        return Unusable("concludes_before_the_end", excerpt(reasoning or content))
+    nodes[-1] = Node(content=nodes[-1].content, action="conclude", answer=answer)
+    return nodes

@@ -94,3 +94,15 @@ def test_atomized_paths() -> None:
                         "answer": "7"})  # fmt: skip
     assert isinstance(parse_path(early), Unusable)
     assert parse_path(json.dumps({"steps": []})) == Unusable("missing_steps", '{"steps": []}')
+
+
+def test_whole_solutions_from_a_step_by_step_endpoint() -> None:
+    from research.annotate.parse import parse_solution
+
+    nodes = parse_solution("7", "Bar A is 3.\nBar B is 4.\n3 + 4 = 7\nTo sum up, the final answer is: 7")
+    assert isinstance(nodes, list) and [n.next_action for n in nodes][-1] == "final_answer"
+    assert nodes[-1].answer == "7" and len(nodes) == 4
+    plain = parse_solution("Bar A is 3.\nTo sum up, the final answer is: 3", None)
+    assert isinstance(plain, list) and plain[-1].answer == "3"
+    assert parse_solution("", "") == Unusable("empty_reply", "")
+    assert isinstance(parse_solution("I do not know", None), Unusable)
