@@ -32,7 +32,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--format", choices=INPUT_FORMATS, help="input format (default: detected from the first record)")
     p.add_argument("--image-root", help="folder image paths are relative to (default: the input file's folder)")
     p.add_argument("--limit", type=int, help="annotate the first N problems")
-    p.add_argument("--mode", choices=MODES, default="dynamic", help="dynamic prompting, short-CoT atomization, or solve (an endpoint that reasons step by step itself)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="dynamic",
+        help="dynamic prompting, short-CoT atomization, or solve (an endpoint that reasons step by step itself)",
+    )
     p.add_argument(
         "--prompt-style",
         choices=PROMPT_STYLES,
