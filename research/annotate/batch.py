@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from research.annotate.client import ChatClient
 from research.annotate.engine import AnnotateConfig, Annotator, record_id
 from research.annotate.problems import AnnotateProblem
 
+log = logging.getLogger(__name__)
 LOG_NAME = "annotations.jsonl"
 RUN_NAME = "run.json"
 
@@ -140,7 +142,12 @@ async def run_batch(
 
     async def worker() -> None:
         for problem in pending:  # the shared iterator hands each problem to exactly one worker
-            write(await annotator.annotate(problem))
+            try:
+                record = await annotator.annotate(problem)
+            except Exception as exc:  # an unreadable image, a bug: recorded, and the batch goes on
+                log.exception("problem %s failed", problem.id)
+                record = {**annotator.base_record(problem), "reason": f"error:{type(exc).__name__}"}
+            write(record)
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(todo) or 1)))))

@@ -124,7 +124,7 @@ class ChatClient:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.max_retries = max_retries
-        self.backoff = wait_exponential_jitter(initial=backoff_s, max=max_backoff_s)
+        self.backoff = wait_exponential_jitter(multiplier=backoff_s, max=max_backoff_s, jitter=backoff_s)
         self.limiter = AsyncLimiter(requests_per_s, 1.0) if requests_per_s else None
         self.structured: Structured = structured
         self.extra_body = dict(extra_body or {})

@@ -87,17 +87,16 @@ class Annotator:
         self.client = client
         self.config = config
 
-    async def annotate(self, problem: AnnotateProblem) -> dict[str, Any]:
+    def base_record(self, problem: AnnotateProblem) -> dict[str, Any]:
+        """A rejected record without a reason yet: what every outcome starts from."""
         item = problem.item
-        rid = record_id(problem.id, self.config)
-        question = question_text(item.question, item.choices)
-        record: dict[str, Any] = {
+        return {
             "v": RECORD_VERSION,
-            "id": rid,
+            "id": record_id(problem.id, self.config),
             "problem_id": problem.id,
             "mode": self.config.mode,
             "prompt_style": self.config.prompt_style,
-            "question": question,
+            "question": question_text(item.question, item.choices),
             "image": problem.image_ref,
             "reference": item.answer,
             "status": "rejected",
@@ -108,6 +107,11 @@ class Annotator:
             "unusable": [],
             "usage": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
         }
+
+    async def annotate(self, problem: AnnotateProblem) -> dict[str, Any]:
+        item = problem.item
+        record = self.base_record(problem)
+        rid, question = record["id"], record["question"]
         if item.image is not None and not item.image.is_file():
             return {**record, "reason": "image_missing"}
         image_url = image_data_url(item.image) if item.image is not None else None
