@@ -183,6 +183,13 @@ class Settings(BaseSettings):
     defaults to ``prm_model``."""
     openai_api_key: SecretStr | None = None
     """Bearer token for the remote servers (``vllm serve --api-key``); sent only to the URLs above."""
+    annotate_base_url: str | None = None
+    """``atomthink annotate``: base URL of the OpenAI-compatible endpoint to annotate with (``.../v1``); none by
+    default, so nothing is sent anywhere unless it (or ``--base-url``) is given."""
+    annotate_model: str | None = None
+    """``atomthink annotate``: model name to ask for at that endpoint."""
+    annotate_api_key: SecretStr | None = None
+    """``atomthink annotate``: bearer token for that endpoint only."""
     remote_timeout_s: float = Field(120.0, gt=0)
     """Timeout of one HTTP call to a remote policy or PRM server."""
     remote_max_concurrency: int = Field(64, ge=1)

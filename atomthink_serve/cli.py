@@ -89,11 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", dest="metrics_port", type=int, help="Prometheus port (0: off)")
     worker.set_defaults(func=_worker)
 
+    from research.annotate.cli import add_subcommand as add_annotate
     from research.data.cli import add_subcommand as add_data
     from research.eval.cli import add_subcommand as add_eval
     from research.training.cli import add_subcommand as add_train
 
-    for add in (add_data, add_train, add_eval):
+    for add in (add_data, add_annotate, add_train, add_eval):
         add(commands)
     return parser
 
@@ -101,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.func(args)
+    rc = args.func(args)
+    if args.command.startswith("annotate") and rc:
+        raise SystemExit(rc)
 
 
 if __name__ == "__main__":

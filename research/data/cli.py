@@ -18,6 +18,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
         default=0.0,
         help="share of problems whose step records follow a corrupted path (an imperfect demonstrator), 0 to <1",
     )
+    p.add_argument(
+        "--text-dominant",
+        action="store_true",
+        help="write only problems.jsonl of the text-dominant variant (values in the question, no images)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -25,6 +30,17 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
 def run(args: argparse.Namespace) -> int:
     from research.data.records import write_dataset
 
+    if args.text_dominant:
+        from pathlib import Path
+
+        from research.data.text_dominant import text_problem_record, text_problems
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = [text_problem_record(p) for p in text_problems(args.seed, args.n)]
+        (out / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(json.dumps({"out": args.out, "seed": args.seed, "problems": len(rows)}))
+        return 0
     counts = write_dataset(
         args.out, args.n, args.seed, args.prm_negatives, demo_errors=args.demo_errors, progress=not args.quiet
     )
