@@ -187,7 +187,7 @@ def test_drills_stage_runs_before_the_prm_records(tiny_data: Path, tmp_path: Pat
     out = tmp_path / "prm"
     cfg = PrmTrainConfig(
         data=[str(tiny_data)], out=str(out), steps=3, warmup=2, batch_size=8, log_every=1, layers=1, threads=2,
-        drill_batch=0, verify_pretrain_steps=25, max_minutes=4,  # a safety cap: the step count decides (a shared machine must not cut it short)
+        drill_batch=0, verify_pretrain_steps=25, max_minutes=4,  # a safety cap: the step count decides
     )  # fmt: skip
     summary = train_prm(cfg, progress=False)
     assert summary["verify_pretrain_steps_done"] == 25 and summary["steps_done"] == 3
