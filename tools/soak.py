@@ -259,6 +259,47 @@ class VllmCluster(Cluster):
             if track.pid == pid:
                 track.killed = True
 
+    def sample_memory(self, warmup_s: float) -> None:
+        """Also the engine processes (``VLLM::EngineCore``, children of the policy workers and of the PRM server):
+        they hold the weights and the KV cache."""
+        known = {track.pid for track in self.tracks}
+        owners = [(f"policy-engine#{i}", w.process.pid) for i, w in enumerate(self.policy)]
+        if self.prm_server.process is not None:
+            owners.append(("prm-server-engine", self.prm_server.process.pid))
+        for name, parent in owners:
+            core = engine_core_of(parent)
+            if core is not None and core not in known:
+                index = sum(1 for t in self.tracks if t.name.startswith(name.split("#")[0]))
+                self.tracks.append(MemoryTrack(f"{name.split('#')[0]}#{index}", core, time.monotonic()))
+        super().sample_memory(warmup_s)
+        for track in self.tracks:
+            if rss_kib(track.pid) is None:
+                track.killed = True  # exited, killed or restarted: not alive at the end
+
+    def pending(self) -> dict[str, tuple[int, int]]:
+        """Per stream: entries delivered and not acknowledged, and the oldest one's idle time (ms)."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            found = {}
+            for role in ("policy", "prm"):
+                stream = f"{self.env['ATOMTHINK_KEY_PREFIX']}:stream:{role}"
+                if not client.exists(stream):
+                    found[role] = (0, 0)
+                    continue
+                entries = client.xpending_range(stream, f"{self.env['ATOMTHINK_KEY_PREFIX']}:workers", "-", "+", 1000)
+                found[role] = (len(entries), max((int(e["time_since_delivered"]) for e in entries), default=0))
+            return found
+        finally:
+            client.close()
+
+    def reply_ttls(self) -> dict[str, int]:
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            pattern = f"{self.env['ATOMTHINK_KEY_PREFIX']}:reply:*"
+            return {key.decode().rsplit(":", 1)[1]: int(client.ttl(key)) for key in client.scan_iter(match=pattern)}
+        finally:
+            client.close()
+
 
 def reap(worker: WorkerProcess) -> None:
     """Kill what is left of a worker's process group (a stopped engine process outlives its worker)."""
@@ -270,7 +311,12 @@ def reap(worker: WorkerProcess) -> None:
 
 
 def engine_core_pid(worker: WorkerProcess) -> int | None:
-    children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True).stdout.split()
+    return engine_core_of(worker.process.pid)
+
+
+def engine_core_of(parent: int) -> int | None:
+    """The ``VLLM::EngineCore`` child of ``parent`` (a worker with an in-process engine, a ``vllm serve``)."""
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
     for pid in children:
         with contextlib.suppress(OSError):
             if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
@@ -410,7 +456,10 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
     gateway = cluster.gateways[1]
     assert gateway.process is not None
     os.killpg(gateway.process.pid, signal.SIGKILL)
+    cluster.mark_gone(gateway.process.pid)
     note(f"SIGKILL gateway#1 pid {gateway.process.pid}")
+    await asyncio.sleep(20)
+    note(f"reply streams (gateway id: TTL s) 20 s after the kill: {cluster.reply_ttls()}")
     await at(0.85)
     cluster.redis.stop()
     note("Redis stopped")
@@ -541,7 +590,9 @@ async def soak(args: argparse.Namespace) -> int:
         await asyncio.gather(*clients, sampler())
         cluster.sample_memory(args.warmup_s)
         load_keys, load_kinds = cluster.redis_keys()
+        pending_load = cluster.pending() if isinstance(cluster, VllmCluster) else None
         after_keys, after_kinds, drained_s = await settle(cluster, args.drain_s)
+        pending_after = cluster.pending() if isinstance(cluster, VllmCluster) else None
         leftovers = cluster.keys_of(set(after_kinds) & TRANSIENT)
     finally:
         cluster.stop()
@@ -568,13 +619,16 @@ async def soak(args: argparse.Namespace) -> int:
         if not track.killed:
             growth.append(change)
         print(f"  {track.name:<16} pid {track.pid:<8} {track.warm / 1024:7.1f} -> {track.last / 1024:7.1f}  "
-              f"({change:+.1f}%){'  killed' if track.killed else ''}")  # fmt: skip
+              f"({change:+.1f}%){'  ended before the end' if track.killed else ''}")  # fmt: skip
     print(f"  largest change of a process alive at the end: {max(growth, default=0.0):+.1f}%")
     print(f"\nRedis keys: idle {idle_keys} {dict(idle_kinds)}")
     print(f"  when the load stopped {load_keys} {dict(load_kinds)}")
     print(f"  after the load {after_keys} {dict(after_kinds)} ({drained_s:.0f} s later)")
     for key in leftovers:
         print(f"  left: {key}")
+    if pending_load is not None:
+        print(f"consumer group (stream: pending entries, oldest idle ms): when the load stopped {pending_load}, "
+              f"after {pending_after}")  # fmt: skip
     return 1 if tally.lost or after_keys != idle_keys else 0
 
 
