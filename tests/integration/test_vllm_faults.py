@@ -45,6 +45,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # engine star
 PROBE_TIMEOUT_S = 5.0
 JOB_TIMEOUT_S = 300.0
 PRM_RETRY_S = 6.0
+READY_1 = {"ready": True, "workers": {"policy": 1, "prm": 1}, "queue": "redis"}
+READY_2 = {"ready": True, "workers": {"policy": 2, "prm": 1}, "queue": "redis"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,6 +128,18 @@ def groups_idle(prefix: str, timeout_s: float = 60) -> dict[str, Any]:
             time.sleep(0.5)
     finally:
         client.close()
+
+
+def exit_clock(process: subprocess.Popen[bytes]) -> threading.Thread:
+    """A thread that waits for ``process`` and notes when it exited (``thread.exited_at``, monotonic)."""
+
+    def wait() -> None:
+        process.wait()
+        thread.exited_at = time.monotonic()  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread
 
 
 def assert_idle(prefix: str) -> dict[str, Any]:
@@ -217,7 +231,7 @@ def fault_run(base: tuple[ServerProcess, dict[str, str], Path], fault: signal.Si
     try:
         wait_for_workers(gateway, {"policy": 2, "prm": 1})
         gateway_before, worker_before = readyz(gateway.url), readyz(worker_url(worker))
-        assert gateway_before == (200, {"ready": True, "workers": {"policy": 2, "prm": 1}}), gateway_before
+        assert gateway_before == (200, READY_2), gateway_before
         assert isinstance(worker_before, tuple) and worker_before[0] == 200, worker_before
         assert worker_before[1]["state"] == "ready"
         core = engine_core_pid(worker)
@@ -243,10 +257,10 @@ def fault_run(base: tuple[ServerProcess, dict[str, str], Path], fault: signal.Si
         assert code == ENGINE_DEAD_EXIT, log.read_text()[-3000:]
         assert [r.status_code for r in responses] == [200] * len(bodies), [r.text for r in responses]
         gateway_after, worker_after = readyz(gateway.url), readyz(worker_url(worker))
-        assert gateway_after == (200, {"ready": True, "workers": {"policy": 1, "prm": 1}}), gateway_after
+        assert gateway_after == (200, READY_1), gateway_after
         assert isinstance(worker_after, str), f"the worker's endpoint is gone with it: {worker_after}"
         left_live_set = watch.first("counts 1 policy")
-        assert left_live_set is not None and left_live_set <= exited_after, changes
+        assert left_live_set is not None and left_live_set <= exited_after + 0.5, changes
         idle = assert_idle(env["ATOMTHINK_KEY_PREFIX"])
         text = log.read_text()
         assert "engine dead" in text and f"exits {ENGINE_DEAD_EXIT}" in text
@@ -356,7 +370,7 @@ def test_a_dead_prm_server_fails_searches_typed_and_they_recover_when_it_returns
     assert after.json()["answer"] == before.json()["answer"], "a seeded request replays"
     assert all(w.process.poll() is None for w in (shape.policy, shape.prm)), "no worker exited or restarted"
     after_ready = readyz(gateway.url)
-    assert before_ready == after_ready == (200, {"ready": True, "workers": {"policy": 1, "prm": 1}}), after_ready
+    assert before_ready == after_ready == (200, READY_1), after_ready
     shape.all_ready()
     idle = assert_idle(shape.prefix)
     print(f"\nPRM server SIGKILL: no worker exited; the solve failed typed (503 job_failed: model_server_unavailable) "
@@ -387,8 +401,9 @@ def test_a_gateway_on_sigterm_drains_and_its_new_requests_go_to_the_other(shape:
     shape.all_ready()
     victim = shape.gateway_process("sigterm", ATOMTHINK_DRAIN_GRACE_S="120")
     assert victim.process is not None
+    clock = exit_clock(victim.process)
     before = readyz(victim.url), readyz(shape.gateway.url)
-    assert before[0] == before[1] == (200, {"ready": True, "workers": {"policy": 1, "prm": 1}}), before
+    assert before[0] == before[1] == (200, READY_1), before
 
     async def scenario() -> tuple[list[tuple[httpx.Response, str]], tuple[httpx.Response, str], Any, float]:
         async with httpx.AsyncClient(timeout=JOB_TIMEOUT_S) as client:
@@ -405,8 +420,9 @@ def test_a_gateway_on_sigterm_drains_and_its_new_requests_go_to_the_other(shape:
             return list(await asyncio.gather(*running)), await new, draining, signalled
 
     finished, new, draining, signalled = asyncio.run(scenario())
-    code = victim.process.wait(timeout=60)
-    exited_after = time.monotonic() - signalled
+    clock.join(timeout=60)
+    code = victim.process.poll()
+    exited_after = clock.exited_at - signalled  # type: ignore[attr-defined]
     try:
         assert [(r.status_code, how) for r, how in finished] == [(200, "first")] * 2, [r.text for r, _ in finished]
         assert (new[0].status_code, new[1]) == (200, "503 gateway_draining"), new[0].text
@@ -430,11 +446,11 @@ def test_a_killed_gateways_clients_retry_and_its_jobs_expire(shape: Shape) -> No
     them to the other gateway (200); the jobs the dead gateway left queued expire (the PRM worker acknowledges them
     without computing them), its reply stream has a TTL, the groups end idle."""
     shape.all_ready()
-    victim_timeout_s = 8.0
+    victim_timeout_s = 20.0
     victim = shape.gateway_process("sigkill", ATOMTHINK_JOB_TIMEOUT_S=str(victim_timeout_s))
     assert victim.process is not None
     before = readyz(victim.url), readyz(shape.gateway.url)
-    assert before[0] == before[1] == (200, {"ready": True, "workers": {"policy": 1, "prm": 1}}), before
+    assert before[0] == before[1] == (200, READY_1), before
     expired_metric = 'atomthink_worker_jobs_total{outcome="expired",role="prm"}'
     expired_before = shape.prm.metric(expired_metric)
     client_redis = redis.Redis.from_url(TEST_REDIS_URL)
