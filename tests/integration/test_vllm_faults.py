@@ -333,7 +333,8 @@ def shape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shape]:
                        "ATOMTHINK_PRM_BASE_URL": server.url + "/v1"}  # fmt: skip
             workers = [WorkerProcess("policy", vllm_worker_env(env, "1"), logs / "policy.log", python=VLLM_PYTHON),
                        WorkerProcess("prm", prm_env, logs / "prm.log")]  # fmt: skip
-            with ServerProcess(["gateway"], env, log_path=logs / "gateway.log") as gateway:
+            gateway = ServerProcess(["gateway"], env, ready_path="/healthz", log_path=logs / "gateway.log")
+            with gateway:  # up at once; ready (/readyz) once the workers are: an engine takes minutes to start
                 wait_for_workers(gateway, {"policy": 1, "prm": 1})
                 yield Shape(gateway, env, logs, server, workers[0], workers[1])
     finally:
