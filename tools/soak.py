@@ -20,8 +20,9 @@ a load balancer, sends each request to the next gateway and retries once on the 
 the connection, cut it, or answered 503 ``gateway_draining``), two policy workers on in-process vLLM engines
 (``atomthink-tiny-text-policy``) and a PRM worker in front of a ``vllm serve`` PRM, text-dominant questions. The
 driver also plays the supervisor: a process that exits is restarted (a worker whose engine died exits 3). Faults on
-a schedule: engine process SIGKILL (10%), engine SIGSTOP past the job timeout (25%), PRM server killed and started
-again (40%), a gateway SIGTERM (55%) and the other SIGKILLed (70%), Redis restarted (85%).
+a schedule: engine process SIGKILL (5%), engine SIGSTOP past the job timeout (15%), PRM server killed and started
+again (30%), a gateway SIGTERM (55%) and the other SIGKILLed (70%, once the first is back), Redis restarted (85%);
+a fault whose turn comes while the one before is still under way (a server starting again) follows it.
 
     .venv/bin/python tools/soak.py --deployment vllm --minutes 10
 """
@@ -385,6 +386,7 @@ async def lb_client_loop(
                 break
             if response is None:
                 tally.lost.append(failure)
+                await asyncio.sleep(1)  # neither gateway took it: no tight loop of refused connections
                 continue
             tally.latencies.append(time.monotonic() - started)
             record(tally, response, spec)
@@ -422,12 +424,20 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
     def note(text: str) -> None:
         log.append(f"{time.monotonic() - started:6.0f} s  {text}")
 
-    await at(0.10)
+    async def gateways_up(limit_s: float = 120) -> None:
+        """Until both gateways answer (the supervisor restarted one that exited): never both down at once."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if all(g.process is not None and g.process.poll() is None for g in cluster.gateways):
+                return
+            await asyncio.sleep(1)
+
+    await at(0.05)
     core = engine_core_pid(cluster.policy[0])
     if core is not None:
         os.kill(core, signal.SIGKILL)
         note(f"SIGKILL engine process {core} of policy worker pid {cluster.policy[0].process.pid}")
-    await at(0.25)
+    await at(0.15)
     worker = cluster.policy[1]
     core = engine_core_pid(worker)
     if core is not None:
@@ -437,7 +447,7 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
         with contextlib.suppress(ProcessLookupError):
             os.kill(core, signal.SIGCONT)
         note("SIGCONT (the worker restarted by then is a new process)")
-    await at(0.40)
+    await at(0.30)
     assert cluster.prm_server.process is not None
     os.killpg(cluster.prm_server.process.pid, signal.SIGKILL)
     cluster.mark_gone(cluster.prm_server.process.pid)
@@ -453,6 +463,7 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
     gateway.process.send_signal(signal.SIGTERM)
     note(f"SIGTERM gateway#0 pid {gateway.process.pid} (drains, exits; the supervisor starts a new one)")
     await at(0.70)
+    await gateways_up()
     gateway = cluster.gateways[1]
     assert gateway.process is not None
     os.killpg(gateway.process.pid, signal.SIGKILL)
@@ -552,7 +563,8 @@ async def soak(args: argparse.Namespace) -> int:
         env |= {"ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
                 "ATOMTHINK_PRM_BACKEND": "openai-completions", "ATOMTHINK_REMOTE_RETRY_S": "45",
                 "ATOMTHINK_ENGINE_HEALTH_INTERVAL_S": "2", "ATOMTHINK_ENGINE_PROBE_TIMEOUT_S": "10",
-                "ATOMTHINK_DRAIN_GRACE_S": "10", "ATOMTHINK_HEARTBEAT_TTL_S": "10"}  # fmt: skip
+                "ATOMTHINK_DRAIN_GRACE_S": "10", "ATOMTHINK_HEARTBEAT_TTL_S": "10",
+                "ATOMTHINK_VISIBILITY_TIMEOUT_S": "30"}  # fmt: skip
     print(f"logs: {workdir}")
     cluster = VllmCluster(workdir, env) if vllm else Cluster(workdir, env)
     cluster.start()
