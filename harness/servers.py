@@ -64,17 +64,25 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        try:
+            self._wait_ready()
+        except BaseException:  # not ready in time, or the test stopped (a timeout, ^C): leave no server behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}; log: {self.log_path}")
             try:
                 if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise TimeoutError(f"server not ready within {self.startup_timeout_s} s; log: {self.log_path}")
 
     def stop(self) -> None:

@@ -20,8 +20,9 @@ a load balancer, sends each request to the next gateway and retries once on the 
 the connection, cut it, or answered 503 ``gateway_draining``), two policy workers on in-process vLLM engines
 (``atomthink-tiny-text-policy``) and a PRM worker in front of a ``vllm serve`` PRM, text-dominant questions. The
 driver also plays the supervisor: a process that exits is restarted (a worker whose engine died exits 3). Faults on
-a schedule: engine process SIGKILL (10%), engine SIGSTOP past the job timeout (25%), PRM server killed and started
-again (40%), a gateway SIGTERM (55%) and the other SIGKILLed (70%), Redis restarted (85%).
+a schedule: engine process SIGKILL (5%), engine SIGSTOP past the job timeout (15%), PRM server killed and started
+again (30%), a gateway SIGTERM (55%) and the other SIGKILLed (70%, once the first is back), Redis restarted (85%);
+a fault whose turn comes while the one before is still under way (a server starting again) follows it.
 
     .venv/bin/python tools/soak.py --deployment vllm --minutes 10
 """
@@ -259,6 +260,47 @@ class VllmCluster(Cluster):
             if track.pid == pid:
                 track.killed = True
 
+    def sample_memory(self, warmup_s: float) -> None:
+        """Also the engine processes (``VLLM::EngineCore``, children of the policy workers and of the PRM server):
+        they hold the weights and the KV cache."""
+        known = {track.pid for track in self.tracks}
+        owners = [(f"policy-engine#{i}", w.process.pid) for i, w in enumerate(self.policy)]
+        if self.prm_server.process is not None:
+            owners.append(("prm-server-engine", self.prm_server.process.pid))
+        for name, parent in owners:
+            core = engine_core_of(parent)
+            if core is not None and core not in known:
+                index = sum(1 for t in self.tracks if t.name.startswith(name.split("#")[0]))
+                self.tracks.append(MemoryTrack(f"{name.split('#')[0]}#{index}", core, time.monotonic()))
+        super().sample_memory(warmup_s)
+        for track in self.tracks:
+            if rss_kib(track.pid) is None:
+                track.killed = True  # exited, killed or restarted: not alive at the end
+
+    def pending(self) -> dict[str, tuple[int, int]]:
+        """Per stream: entries delivered and not acknowledged, and the oldest one's idle time (ms)."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            found = {}
+            for role in ("policy", "prm"):
+                stream = f"{self.env['ATOMTHINK_KEY_PREFIX']}:stream:{role}"
+                if not client.exists(stream):
+                    found[role] = (0, 0)
+                    continue
+                entries = client.xpending_range(stream, f"{self.env['ATOMTHINK_KEY_PREFIX']}:workers", "-", "+", 1000)
+                found[role] = (len(entries), max((int(e["time_since_delivered"]) for e in entries), default=0))
+            return found
+        finally:
+            client.close()
+
+    def reply_ttls(self) -> dict[str, int]:
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            pattern = f"{self.env['ATOMTHINK_KEY_PREFIX']}:reply:*"
+            return {key.decode().rsplit(":", 1)[1]: int(client.ttl(key)) for key in client.scan_iter(match=pattern)}
+        finally:
+            client.close()
+
 
 def reap(worker: WorkerProcess) -> None:
     """Kill what is left of a worker's process group (a stopped engine process outlives its worker)."""
@@ -270,7 +312,12 @@ def reap(worker: WorkerProcess) -> None:
 
 
 def engine_core_pid(worker: WorkerProcess) -> int | None:
-    children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True).stdout.split()
+    return engine_core_of(worker.process.pid)
+
+
+def engine_core_of(parent: int) -> int | None:
+    """The ``VLLM::EngineCore`` child of ``parent`` (a worker with an in-process engine, a ``vllm serve``)."""
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
     for pid in children:
         with contextlib.suppress(OSError):
             if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
@@ -339,6 +386,7 @@ async def lb_client_loop(
                 break
             if response is None:
                 tally.lost.append(failure)
+                await asyncio.sleep(1)  # neither gateway took it: no tight loop of refused connections
                 continue
             tally.latencies.append(time.monotonic() - started)
             record(tally, response, spec)
@@ -376,12 +424,20 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
     def note(text: str) -> None:
         log.append(f"{time.monotonic() - started:6.0f} s  {text}")
 
-    await at(0.10)
+    async def gateways_up(limit_s: float = 120) -> None:
+        """Until both gateways answer (the supervisor restarted one that exited): never both down at once."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if all(g.process is not None and g.process.poll() is None for g in cluster.gateways):
+                return
+            await asyncio.sleep(1)
+
+    await at(0.05)
     core = engine_core_pid(cluster.policy[0])
     if core is not None:
         os.kill(core, signal.SIGKILL)
         note(f"SIGKILL engine process {core} of policy worker pid {cluster.policy[0].process.pid}")
-    await at(0.25)
+    await at(0.15)
     worker = cluster.policy[1]
     core = engine_core_pid(worker)
     if core is not None:
@@ -391,7 +447,7 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
         with contextlib.suppress(ProcessLookupError):
             os.kill(core, signal.SIGCONT)
         note("SIGCONT (the worker restarted by then is a new process)")
-    await at(0.40)
+    await at(0.30)
     assert cluster.prm_server.process is not None
     os.killpg(cluster.prm_server.process.pid, signal.SIGKILL)
     cluster.mark_gone(cluster.prm_server.process.pid)
@@ -407,10 +463,14 @@ async def vllm_faults(cluster: VllmCluster, duration_s: float, started: float, l
     gateway.process.send_signal(signal.SIGTERM)
     note(f"SIGTERM gateway#0 pid {gateway.process.pid} (drains, exits; the supervisor starts a new one)")
     await at(0.70)
+    await gateways_up()
     gateway = cluster.gateways[1]
     assert gateway.process is not None
     os.killpg(gateway.process.pid, signal.SIGKILL)
+    cluster.mark_gone(gateway.process.pid)
     note(f"SIGKILL gateway#1 pid {gateway.process.pid}")
+    await asyncio.sleep(20)
+    note(f"reply streams (gateway id: TTL s) 20 s after the kill: {cluster.reply_ttls()}")
     await at(0.85)
     cluster.redis.stop()
     note("Redis stopped")
@@ -503,7 +563,8 @@ async def soak(args: argparse.Namespace) -> int:
         env |= {"ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
                 "ATOMTHINK_PRM_BACKEND": "openai-completions", "ATOMTHINK_REMOTE_RETRY_S": "45",
                 "ATOMTHINK_ENGINE_HEALTH_INTERVAL_S": "2", "ATOMTHINK_ENGINE_PROBE_TIMEOUT_S": "10",
-                "ATOMTHINK_DRAIN_GRACE_S": "10", "ATOMTHINK_HEARTBEAT_TTL_S": "10"}  # fmt: skip
+                "ATOMTHINK_DRAIN_GRACE_S": "10", "ATOMTHINK_HEARTBEAT_TTL_S": "10",
+                "ATOMTHINK_VISIBILITY_TIMEOUT_S": "30"}  # fmt: skip
     print(f"logs: {workdir}")
     cluster = VllmCluster(workdir, env) if vllm else Cluster(workdir, env)
     cluster.start()
@@ -541,7 +602,9 @@ async def soak(args: argparse.Namespace) -> int:
         await asyncio.gather(*clients, sampler())
         cluster.sample_memory(args.warmup_s)
         load_keys, load_kinds = cluster.redis_keys()
+        pending_load = cluster.pending() if isinstance(cluster, VllmCluster) else None
         after_keys, after_kinds, drained_s = await settle(cluster, args.drain_s)
+        pending_after = cluster.pending() if isinstance(cluster, VllmCluster) else None
         leftovers = cluster.keys_of(set(after_kinds) & TRANSIENT)
     finally:
         cluster.stop()
@@ -568,13 +631,16 @@ async def soak(args: argparse.Namespace) -> int:
         if not track.killed:
             growth.append(change)
         print(f"  {track.name:<16} pid {track.pid:<8} {track.warm / 1024:7.1f} -> {track.last / 1024:7.1f}  "
-              f"({change:+.1f}%){'  killed' if track.killed else ''}")  # fmt: skip
+              f"({change:+.1f}%){'  ended before the end' if track.killed else ''}")  # fmt: skip
     print(f"  largest change of a process alive at the end: {max(growth, default=0.0):+.1f}%")
     print(f"\nRedis keys: idle {idle_keys} {dict(idle_kinds)}")
     print(f"  when the load stopped {load_keys} {dict(load_kinds)}")
     print(f"  after the load {after_keys} {dict(after_kinds)} ({drained_s:.0f} s later)")
     for key in leftovers:
         print(f"  left: {key}")
+    if pending_load is not None:
+        print(f"consumer group (stream: pending entries, oldest idle ms): when the load stopped {pending_load}, "
+              f"after {pending_after}")  # fmt: skip
     return 1 if tally.lost or after_keys != idle_keys else 0
 
 

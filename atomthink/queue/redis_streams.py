@@ -288,7 +288,11 @@ class RedisStepQueue:
             if job is None:
                 continue
             entry = self._deliveries[job.job_id][1]
-            [pending] = await self.redis.xpending_range(stream, self.keys.group, min=entry, max=entry, count=1)
+            found = await self.redis.xpending_range(stream, self.keys.group, min=entry, max=entry, count=1)
+            if not found:  # its first worker was slow, not dead: it answered and acknowledged the job meanwhile
+                self._forget(job)
+                continue
+            [pending] = found
             if pending["times_delivered"] > self.max_deliveries:
                 await self._dead_letter(job, pending["times_delivered"])
                 continue
@@ -316,6 +320,9 @@ class RedisStepQueue:
                 reply_to = self._reply_to.pop(job.job_id, "")
                 if reply_to:
                     pipe.xadd(reply_to, {"result": result.model_dump_json()}, maxlen=REPLY_STREAM_MAXLEN)
+                    # a gateway that is gone (closed, killed, or Redis restarted) no longer renews its stream's TTL:
+                    # a reply that creates the stream again must not leave it without one
+                    pipe.expire(reply_to, REPLY_STREAM_TTL_S)
                 self._queue_ack(pipe, job)
             await pipe.execute()
 
@@ -347,6 +354,12 @@ class RedisStepQueue:
             await pipe.execute()
         for job, handbacks in dead:
             await self._dead_letter(job, handbacks, what="handed back")
+
+    def _forget(self, job: Job) -> None:
+        """Drop what this worker noted about a taken job that it will neither answer nor acknowledge."""
+        self._deliveries.pop(job.job_id, None)
+        self._reply_to.pop(job.job_id, None)
+        self._handbacks.pop(job.job_id, None)
 
     def _queue_ack(self, pipe: Any, job: Job) -> None:
         """Add XACK and XDEL of a taken job to ``pipe`` (after its reply, if any)."""

@@ -198,3 +198,45 @@ async def test_prm_results_round_trip(redis_prefix: str) -> None:
         [job] = await worker.take("prm", 4, 0.0)
         await worker.reply([(job, PrmResult(job_id=job.job_id, request_id="r", scores=[[0.25, 0.75]]))])
         assert (await call).scores == [[0.25, 0.75]]
+
+
+async def test_a_reply_that_recreates_a_gone_gateways_stream_gives_it_a_ttl(redis_prefix: str) -> None:
+    """A gateway's reply stream gone (the gateway closed it, or Redis restarted empty) while a worker holds one of
+    its jobs: the late reply creates the stream again, and it must expire rather than stay forever."""
+    async with three_queues(redis_prefix) as queues:
+        gateway, worker, _ = queues
+        call = asyncio.create_task(gateway.call(_job(), timeout_s=10))
+        [job] = await worker.take("policy", 1, 0.05)
+        call.cancel()
+        client = redis.asyncio.Redis.from_url(TEST_REDIS_URL)
+        try:
+            reply_stream = f"{redis_prefix}:reply:{gateway.gateway_id}"
+            await client.delete(reply_stream)
+            await worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
+            assert await client.xlen(reply_stream) == 1
+            assert 0 < await client.ttl(reply_stream) <= 3600
+        finally:
+            await client.aclose()
+
+
+async def test_a_claim_that_races_the_first_workers_answer_drops_the_job(redis_prefix: str) -> None:
+    """A slow (not dead) worker answers a job right after another worker claimed it past the visibility timeout: the
+    claimer finds no pending entry and drops the job (it was answered), instead of failing its ``take``."""
+    async with three_queues(redis_prefix) as queues:
+        gateway, slow_worker, claimer = queues
+        call = asyncio.create_task(gateway.call(_job(), timeout_s=10))
+        [job] = await slow_worker.take("policy", 1, 0.0)
+        await asyncio.sleep(0.35)  # past the visibility timeout
+        claim = claimer.redis.xautoclaim
+
+        async def claim_then_the_slow_worker_answers(*args: object, **kwargs: object) -> object:
+            claimed = await claim(*args, **kwargs)
+            await slow_worker.reply([(job, PolicyResult(job_id=job.job_id, request_id=job.request_id))])
+            return claimed
+
+        claimer.redis.xautoclaim = claim_then_the_slow_worker_answers  # the order of a real race, made certain
+        assert await claimer.take("policy", 1, 0.0) == []
+        assert (await call).error is None
+        assert claimer._deliveries == {}
+        stats = await gateway.queue_stats()
+        assert stats["policy"].waiting == 0 and stats["policy"].pending == 0
