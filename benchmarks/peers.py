@@ -25,7 +25,8 @@ Strategy mapping (C candidates, W beam width, S steps):
 
 - ``beam``: ours ``strategy=beam, candidates=C, beam_width=W`` (the W best of the C x W children of the kept beams);
   its_hub ``BeamSearch(beam_width=W)`` with budget C x W (W kept, each copied C times: C x W paths per level).
-- ``particle_filtering``: its_hub ``ParticleFiltering`` with budget C x W particles; ours has none yet (n/a).
+- ``particle_filtering``: ours ``strategy=particle_filter, candidates=C x W`` (particles on one node share a policy
+  call); its_hub ``ParticleFiltering`` with budget C x W particles; both weight by the logit of the last step's score.
 - ``best_of_n``: ours ``strategy=best_of_n, candidates=C x W`` (atomic paths, PRM-ranked); its_hub ``BestOfN`` of C x W
   whole responses (one CoT call each), ranked by the same PRM's ``last`` step score.
 - ``self_consistency``: ours ``strategy=majority`` (C x W atomic paths); its_hub ``SelfConsistency`` over C x W whole
@@ -77,7 +78,8 @@ FINAL_MARK = "final answer"
 """A step holding this ends a path (``atomthink.steps.is_final`` on the tiny policy's conclusions)."""
 ITS_HUB_VERSION = "1.2.0"
 STRATEGIES = ("beam", "particle_filtering", "best_of_n", "self_consistency")
-OUR_STRATEGY = {"beam": "beam", "best_of_n": "best_of_n", "self_consistency": "majority"}
+OUR_STRATEGY = {"beam": "beam", "best_of_n": "best_of_n", "self_consistency": "majority",
+                "particle_filtering": "particle_filter"}  # fmt: skip
 
 
 @dataclass
@@ -101,6 +103,9 @@ class Knobs:
 class Outcome:
     answer: str | None
     policy_tokens: int
+    overhead: float | None = None
+    """Ours: the share of the solve's wall time spent neither with a policy nor with a PRM job outstanding, plus its
+    jobs' time in the queue (``timings_ms``: total - policy - prm + queue) (as in ``vllm_feeding.py``)."""
 
 
 @dataclass
@@ -115,6 +120,9 @@ class Cell:
     policy_tokens: int
     prm_prompt_tokens: float
     right: int
+    overhead: float | None = None
+    """Ours: the mean ``Outcome.overhead`` of the round's solves (read at concurrency 1: above it, jobs that wait
+    side by side make it a queueing measure)."""
 
     @property
     def n(self) -> int:
@@ -282,7 +290,7 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
     }  # fmt: skip
     if strategy == "beam":
         body.update(candidates=knobs.candidates, beam_width=knobs.beam_width, aggregation="last")
-    elif strategy == "best_of_n":
+    elif strategy in ("best_of_n", "particle_filtering"):
         body.update(candidates=knobs.budget, aggregation="last")
     else:
         body.update(candidates=knobs.budget)
@@ -290,7 +298,9 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
 
 
 def outcome_of(response: dict[str, Any]) -> Outcome:
-    return Outcome(response.get("answer"), int(response["stats"]["generated_tokens"]))
+    t = response["timings_ms"]
+    overhead = max(0.0, t["total"] - t["policy"] - t["prm"] + t["queue"]) / t["total"] if t["total"] else 0.0
+    return Outcome(response.get("answer"), int(response["stats"]["generated_tokens"]), overhead)
 
 
 # --- driving a round ------------------------------------------------------------------------------------------------
@@ -325,7 +335,9 @@ async def run_round(
     prm_tokens = await asyncio.to_thread(prm_prompt_tokens, prm_url) - prm_before
     right = sum(is_right(outcomes[i].answer, i) for i in problems)
     tokens = sum(o.policy_tokens for o in outcomes.values())
-    return Cell(side, strategy, concurrency, round_no, problems, wall, latencies, tokens, prm_tokens, right)
+    shares = [o.overhead for o in outcomes.values() if o.overhead is not None]
+    overhead = statistics.mean(shares) if shares else None
+    return Cell(side, strategy, concurrency, round_no, problems, wall, latencies, tokens, prm_tokens, right, overhead)
 
 
 @dataclass
@@ -359,6 +371,33 @@ class Recorder:
         return time.perf_counter() - started
 
 
+@dataclass
+class Results:
+    """Every round and roofline replay so far, rewritten to ``--json`` after each one (a crash keeps what was
+    measured)."""
+
+    knobs: Knobs
+    path: Path | None
+    cells: list[Cell] = field(default_factory=list)
+    floors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, cell: Cell | None = None, floor: dict[str, Any] | None = None) -> None:
+        if cell is not None:
+            print(cell.row(), flush=True)
+            self.cells.append(cell)
+        if floor is not None:
+            self.floors.append(floor)
+        self.save()
+
+    def save(self, summary_lines: Sequence[str] = ()) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"knobs": asdict(self.knobs), "cells": [asdict(c) for c in self.cells], "floors": self.floors,
+                   "summary": list(summary_lines)}  # fmt: skip
+        self.path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
 class Problems:
     """Fresh held-out problems for every round (no round reuses another's)."""
 
@@ -371,7 +410,9 @@ class Problems:
         return out
 
 
-async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems) -> tuple:
+async def inprocess_rounds(
+    args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, results: Results
+) -> None:
     from atomthink.settings import Settings
     from atomthink_serve.embedded import build_runtime
     from service.schemas import SolveParams
@@ -390,8 +431,6 @@ async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str,
     recorder = Recorder()
     recorder.wrap(policy, prm)
     lm, its_prm, its_orm = make_its_hub_adapters(policy, prm, knobs)
-    cells: list[Cell] = []
-    floors: list[dict[str, Any]] = []
     try:
         async with build_runtime(settings, policy=policy, prm=prm) as runtime:
 
@@ -420,11 +459,10 @@ async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str,
                                                    problems.take(n), mine if side == "ours" and mine else peer,
                                                    prm_url)  # fmt: skip
                             recorder.on = False
-                            print(cell.row(), flush=True)
-                            cells.append(cell)
+                            results.add(cell)
                             if side == "ours" and args.roofline:
                                 floor_s = await recorder.replay(policy, prm)
-                                floors.append({"strategy": strategy, "concurrency": concurrency, "round": round_no,
+                                results.add(floor={"strategy": strategy, "concurrency": concurrency, "round": round_no,
                                                "ours_s": cell.wall_s, "floor_s": floor_s,
                                                "policy_requests": len(recorder.policy),
                                                "prm_requests": len(recorder.prm)})  # fmt: skip
@@ -435,7 +473,6 @@ async def inprocess_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str,
     finally:
         policy.close()
         prm.close()
-    return cells, floors
 
 
 def wait_ready(gateway: ServerProcess, workers: list[WorkerProcess], logdir: Path) -> None:
@@ -491,9 +528,10 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
     return lines
 
 
-async def redis_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, logdir: Path) -> list:
+async def redis_rounds(
+    args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, logdir: Path, results: Results
+) -> None:
     """Ours through the gateway and Redis workers (one policy worker process with its own engine, one PRM worker)."""
-    cells = []
     python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     with RedisServer(logdir) as redis:
         env = {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": redis.url, "ATOMTHINK_KEY_PREFIX": "peers",
@@ -532,12 +570,10 @@ async def redis_rounds(args: argparse.Namespace, knobs: Knobs, prm_url: str, pro
                             for block in range(args.blocks):
                                 cell = await run_round("ours (Redis)", strategy, concurrency, block + 1,
                                                        problems.take(n), solve, prm_url)  # fmt: skip
-                                print(cell.row(), flush=True)
-                                cells.append(cell)
+                                results.add(cell)
         finally:
             for worker in workers:
                 worker.terminate()
-    return cells
 
 
 def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
@@ -563,6 +599,13 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
             share = statistics.mean(f["floor_s"] / f["ours_s"] for f in replays)
             lines.append(f"- roofline, {strategy}, c={concurrency}: ours reaches {100 * share:.0f}% of the floor's "
                          f"throughput for the same requests")  # fmt: skip
+    for side in ("ours (in process)", "ours (Redis)"):
+        for strategy, concurrency in keys:
+            shares = [c.overhead for c in cells if (c.side, c.strategy, c.concurrency) == (side, strategy, concurrency)
+                      and c.overhead is not None]  # fmt: skip
+            if shares and concurrency == 1:
+                lines.append(f"- queue + orchestration, {side}, {strategy}, c=1: {100 * statistics.mean(shares):.1f}% "
+                             "of wall time")  # fmt: skip
     print("\n".join(lines), flush=True)
     return lines
 
@@ -614,8 +657,7 @@ async def main() -> None:
           f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip
     print(HEADER)
     problems = Problems(args.first_problem)
-    cells: list[Cell] = []
-    floors: list[dict[str, Any]] = []
+    results = Results(knobs, args.json)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.prm_cores
     with tempfile.TemporaryDirectory() as tmp, VllmServer(PRM, "prm", log_path=Path(tmp) / "prm.log") as server:
         prm_url = server.url + "/v1"
@@ -623,15 +665,10 @@ async def main() -> None:
             await headroom(args, knobs, prm_url)
             return
         if "inprocess" in args.paths:
-            more, floors = await inprocess_rounds(args, knobs, prm_url, problems)
-            cells += more
+            await inprocess_rounds(args, knobs, prm_url, problems, results)
         if "redis" in args.paths:
-            cells += await redis_rounds(args, knobs, prm_url, problems, Path(tmp))
-    lines = summary(cells, floors)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"knobs": asdict(knobs), "cells": [asdict(c) for c in cells], "floors": floors, "summary": lines}
-        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+            await redis_rounds(args, knobs, prm_url, problems, Path(tmp), results)
+    results.save(summary(results.cells, results.floors))
 
 
 def report(out: Path, paths: Sequence[Path]) -> None:

@@ -5,7 +5,7 @@
 # fail to import against the CPU torch (and then break transformers' image processors), so they are removed:
 # text-only models work; multimodal checkpoints (vLLM's LLaVA module imports torchvision) stay for GPU nodes.
 # The peer benchmark's library goes in the same venv, from PyPI and unmodified: its_hub (benchmarks/peers.py).
-# Skip with ATOMTHINK_SKIP_VLLM=1. Idempotent: a venv whose vllm and its_hub import is left alone.
+# Skip with ATOMTHINK_SKIP_VLLM=1. Idempotent: a venv whose vllm and its_hub import only gets the project's dependencies refreshed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,6 +15,8 @@ if [ "${ATOMTHINK_SKIP_VLLM:-0}" = 1 ]; then
   exit 0
 fi
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, atomthink, atomthink_serve, research" 2>/dev/null; then
+  # the project's own dependencies may have grown since the venv was made (the CLI imports every subcommand's)
+  "$VENV/bin/python" -m pip install --quiet -e . "torch==${TORCH_VERSION:-2.13.0}"
   "$VENV/bin/python" -c "import its_hub" 2>/dev/null \
     || "$VENV/bin/python" -m pip install --quiet "its_hub[lm]==${ITS_HUB_VERSION:-1.2.0}"
   exit 0
