@@ -88,6 +88,9 @@ class Candidate(BaseModel):
     text: str
     num_tokens: int = Field(ge=0)
     finish_reason: FinishReason
+    prompt_tokens: int = Field(0, ge=0)
+    """Tokens of the prompt this candidate continued (image tokens included; the same for every candidate of one
+    job); 0 when the backend cannot tell."""
     token_logprobs: list[float] | None = None
     """Only when the job asked for ``logprobs``: per generated token (``num_tokens`` of them, the delimiter or EOS
     token included), the log-probability of the sampled token under the policy's raw distribution (before

@@ -241,7 +241,10 @@ class Adapter:
             id=f"chatcmpl-{uuid.uuid4().hex}",
             model=body.model,
             choices=[chat_choice(i, c, stop, body.include_stop_str_in_output) for i, c in enumerate(candidates)],
-            usage=Usage(completion_tokens=sum(c.num_tokens for c in candidates)),
+            usage=Usage(
+                prompt_tokens=candidates[0].prompt_tokens if candidates else 0,
+                completion_tokens=sum(c.num_tokens for c in candidates),
+            ),
         )
 
     async def completions(self, body: CompletionRequest) -> CompletionResponse:

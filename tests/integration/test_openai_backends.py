@@ -194,6 +194,7 @@ def test_policy_logprobs_match_the_transformers_backend(
             [GenerationRequest("step", "What is A?", ["A is 3."], request.image, sampling)]
         )
         assert candidate.text == local.text
+        assert candidate.prompt_tokens == local.prompt_tokens > 0, "usage.prompt_tokens carries the prompt's length"
         assert candidate.token_logprobs == pytest.approx(local.token_logprobs, abs=1e-5)
         assert candidate.top_logprobs is not None and local.top_logprobs is not None
         assert len(candidate.top_logprobs) == len(local.top_logprobs)

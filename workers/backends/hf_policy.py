@@ -164,7 +164,11 @@ class TransformersPolicy:
         sequences = output.sequences if wants_logprobs else output
         generated = sequences[:, inputs["input_ids"].shape[1] :]
         new_tokens = generated.tolist()
-        candidates = [self._to_candidate(ids, stop_at_delimiter, max_new_tokens) for ids in new_tokens]
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        candidates = [
+            self._to_candidate(ids, stop_at_delimiter, max_new_tokens).model_copy(update={"prompt_tokens": int(used)})
+            for ids, used in zip(new_tokens, prompt_lengths, strict=True)
+        ]
         if wants_logprobs:
             reports = token_logprobs(output.logits, generated, [r.logprobs for r in rows])
             candidates = [

@@ -142,7 +142,9 @@ def candidates_from_response(
     share = response.usage.completion_tokens // max(n, 1)
     candidates = []
     for choice in sorted(response.choices, key=lambda c: c.index):
-        candidate = candidate_from_output(_child(choice, share), delimiter=delimiter)
+        candidate = candidate_from_output(_child(choice, share), delimiter=delimiter).model_copy(
+            update={"prompt_tokens": response.usage.prompt_tokens}
+        )
         if logprobs is not None:
             picked, top = choice_logprobs(choice, logprobs)
             if choice.token_ids is None:  # the logprobs count the generated tokens exactly

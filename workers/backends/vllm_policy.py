@@ -283,7 +283,11 @@ class VllmPolicy:
             got = 0 if final is None else len(final.outputs)
             raise RuntimeError(f"vLLM returned {got} of {request.sampling.n} candidates")
         children = sorted(final.outputs, key=lambda child: child.index)
-        candidates = [candidate_from_output(child, delimiter=delimiter) for child in children]
+        prompt_tokens = len(final.prompt_token_ids or [])
+        candidates = [
+            candidate_from_output(child, delimiter=delimiter).model_copy(update={"prompt_tokens": prompt_tokens})
+            for child in children
+        ]
         k = request.sampling.logprobs
         if k is None:
             return candidates

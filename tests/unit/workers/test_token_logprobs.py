@@ -167,3 +167,15 @@ def test_transformers_logprobs_mixed_in_a_batch(policy: TransformersPolicy) -> N
     for a, b in zip(alone, mixed[1], strict=True):
         assert a.text == b.text
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+
+
+def test_transformers_counts_each_candidate_s_prompt_tokens(policy: TransformersPolicy) -> None:
+    """``prompt_tokens`` is the unpadded prompt length (image positions included), as the context window counts it,
+    whatever the request is batched with."""
+    short = GenerationRequest("step", "2?", [], None, SamplingParams(n=2, seed=1, max_new_tokens=4))
+    long = _request(2, None, n=1)
+    out_short, out_long = policy.generate([short, long])
+    assert policy.window is not None
+    assert {c.prompt_tokens for c in out_short} == {policy.window.prompt_tokens(short)}
+    assert [c.prompt_tokens for c in out_long] == [policy.window.prompt_tokens(long)]
+    assert out_long[0].prompt_tokens > out_short[0].prompt_tokens > 0
