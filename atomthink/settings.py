@@ -251,3 +251,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings
+
+
+def default(name: str) -> Any:
+    """The default of one setting, for code that also takes it as an argument (a queue built in a test): each default
+    is written once, on its field above."""
+    return Settings.model_fields[name].default

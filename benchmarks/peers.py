@@ -56,7 +56,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -198,7 +198,7 @@ def make_its_hub_adapters(policy: Any, prm: Any, knobs: Knobs) -> tuple[Any, Any
         async def _one(self, messages: Sequence[Any], stop: str | None, temperature: float | None) -> dict[str, str]:
             question = messages[0].content
             steps = _steps_of(messages[1].content) if len(messages) > 1 and messages[1].content else []
-            kind = "step" if stop else "cot"
+            kind: Literal["step", "cot"] = "step" if stop else "cot"
             sampling = SamplingParams(
                 n=1,
                 temperature=knobs.temperature if temperature is None else temperature,
@@ -214,8 +214,12 @@ def make_its_hub_adapters(policy: Any, prm: Any, knobs: Knobs) -> tuple[Any, Any
             return {"role": "assistant", "content": candidate.text}
 
     async def last_step_scores(question: str, responses: Sequence[str]) -> list[float]:
+        """One score per response, as its_hub asks: the PRM reads each whole path once, up to its last step's tag (the
+        earlier steps are marked known, so the completions PRM sends no prompt for them: the least work its_hub's
+        interface allows, the same per path as our side's scoring of new steps only)."""
         paths = [_steps_of(r) or [""] for r in responses]
-        scores = await prm.ascore(ScoreRequest(question, paths))
+        skip = [[0.0] * (len(path) - 1) for path in paths]
+        scores = await prm.ascore(ScoreRequest(question, paths, skip))
         return [path_scores[-1] for path_scores in scores]
 
     class EnginePRM(AbstractProcessRewardModel):  # type: ignore[misc]
@@ -467,6 +471,7 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
         f"majority of {knobs.budget}, T = {knobs.temperature:g}": {
             k: v for k, v in our_body("self_consistency", 0, knobs).items() if k not in ("question", "seed")},
     }  # fmt: skip
+    modes = {name: fields for name, fields in modes.items() if name.startswith(tuple(args.headroom_modes))}
     lines = [f"## Headroom: held-out problems 0-{args.headroom - 1} (seed {HELDOUT_SEED})"]
     async with build_runtime(settings) as runtime:
         semaphore = asyncio.Semaphore(32)
@@ -553,9 +558,9 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"- {strategy}, c={concurrency}, {side}: {ratio:.2f}x (pairs {min(pairs):.2f}-"
                              f"{max(pairs):.2f}x); accuracy {100 * acc_m:.0f}% vs {100 * acc_p:.0f}%")  # fmt: skip
     for strategy, concurrency in keys:
-        mine = [f for f in floors if (f["strategy"], f["concurrency"]) == (strategy, concurrency)]
-        if mine:
-            share = statistics.mean(f["floor_s"] / f["ours_s"] for f in mine)
+        replays = [f for f in floors if (f["strategy"], f["concurrency"]) == (strategy, concurrency)]
+        if replays:
+            share = statistics.mean(f["floor_s"] / f["ours_s"] for f in replays)
             lines.append(f"- roofline, {strategy}, c={concurrency}: ours reaches {100 * share:.0f}% of the floor's "
                          f"throughput for the same requests")  # fmt: skip
     print("\n".join(lines), flush=True)
@@ -583,8 +588,21 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
     parser.add_argument("--headroom", type=int, default=0, help="only measure greedy CoT, QuickThink and beam on the "
                         "first N held-out problems (the text policy's room for search), then stop")  # fmt: skip
+    parser.add_argument("--headroom-modes", default="cot,quick,beam,best-of,majority",
+                        help="which headroom rows to run (prefixes of their names)")  # fmt: skip
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="PNG JSON [JSON ...]: print the table and summary of --json files, plot them to PNG, stop (no engine)",
+    )
     args = parser.parse_args()
+    if args.report:
+        report(args.report[0], args.report[1:])
+        return
     args.strategies = [s for s in args.strategies.split(",") if s]
+    args.headroom_modes = args.headroom_modes.split(",")
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
@@ -614,6 +632,47 @@ async def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"knobs": asdict(knobs), "cells": [asdict(c) for c in cells], "floors": floors, "summary": lines}
         args.json.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def report(out: Path, paths: Sequence[Path]) -> None:
+    """The table (every round), the summary and a plot (solves/s per strategy and concurrency, each side, every round
+    as a dot) from one or more ``--json`` files: ``docs/peers.md`` and ``docs/peers.png`` are made this way."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    payloads = [json.loads(path.read_text()) for path in paths]
+    cells = [Cell(**c) for payload in payloads for c in payload["cells"]]
+    print(HEADER)
+    for cell in cells:
+        print(cell.row())
+    summary(cells, [f for payload in payloads for f in payload["floors"]])
+    knobs = {json.dumps(payload["knobs"]) for payload in payloads}
+    if len(knobs) > 1:
+        raise SystemExit(f"the files were run with different knobs: {knobs}")
+    strategies = sorted({c.strategy for c in cells}, key=STRATEGIES.index)
+    sides = sorted({c.side for c in cells})
+    fig, axes = plt.subplots(1, len(strategies), figsize=(4 * len(strategies), 3.6), squeeze=False)
+    for ax, strategy in zip(axes[0], strategies, strict=True):
+        for k, side in enumerate(sides):
+            mine = [c for c in cells if c.strategy == strategy and c.side == side]
+            if not mine:
+                continue
+            levels = sorted({c.concurrency for c in mine})
+            means = [statistics.mean(c.rate for c in mine if c.concurrency == x) for x in levels]
+            ax.plot(levels, means, marker="o", label=side, color=f"C{k}")
+            ax.scatter([c.concurrency for c in mine], [c.rate for c in mine], s=10, color=f"C{k}", alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_title(strategy)
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("solves/s")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"ours vs its_hub {ITS_HUB_VERSION} on one vLLM CPU engine pair ({knobs.pop()})", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
 
 
 def _its_hub_version() -> str:

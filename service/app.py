@@ -23,7 +23,7 @@ from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.quotas import make_quotas
 from service.runtime import Runtime
 from service.schemas import SolveJsonRequest
-from service.web import router as web_router
+from service.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def create_app(runtime_factory: RuntimeFactory, settings: Settings | None = None
     app.include_router(router)
     install_error_handlers(app)
     app.include_router(openai_router)
-    app.include_router(web_router)
+    install_web(app)
     _register_schemas(app, [SolveJsonRequest, ExpansionEvent, ScoringEvent, SelectionEvent, *OPENAI_SCHEMAS])
     return app
 

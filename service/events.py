@@ -52,7 +52,14 @@ class SelectionEvent(BaseModel):
 SearchEvent = Annotated[ExpansionEvent | ScoringEvent | SelectionEvent, Field(discriminator="type")]
 
 
+class StrategyEvent(BaseModel):
+    """An event of one strategy's own (a strategy module subclasses it with a ``Literal`` ``type``, e.g. particle
+    weights after a resampling); streamed as an SSE event named by ``type``, as the three above are."""
+
+    type: str
+
+
 class EventSink(Protocol):
     """Where a search tree sends its events; called synchronously, so it must not block."""
 
-    def __call__(self, event: ExpansionEvent | ScoringEvent | SelectionEvent, /) -> None: ...
+    def __call__(self, event: ExpansionEvent | ScoringEvent | SelectionEvent | StrategyEvent, /) -> None: ...

@@ -31,12 +31,9 @@ LEASE_MARGIN_S = 30.0
 
 
 def solve_cost(params: SolveParams) -> int:
-    """Candidates a solve asks the policy for per step: the compute a quota counts, not the request."""
-    if params.mode != "slow":
-        return 1
-    if params.resolved_strategy in ("beam", "greedy"):
-        return params.resolved_candidates * params.resolved_beam_width
-    return params.resolved_candidates
+    """Candidates a solve asks the policy for per step: the compute a quota counts, not the request (the chosen
+    strategy's ``cost``, from the registry)."""
+    return params.cost()
 
 
 class QuotaGate(Protocol):

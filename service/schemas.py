@@ -2,128 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from service.orchestrator.strategies import registry
+from service.orchestrator.strategies.base import ScoredParams, StrategyParams, field_error
+from service.orchestrator.tree import Aggregation
 
 Mode = Literal["direct", "cot", "quick", "slow"]
-Strategy = Literal["beam", "greedy", "best_of_n", "majority", "weighted_majority"]
-PATH_LEVEL_STRATEGIES: tuple[Strategy, ...] = ("best_of_n", "majority", "weighted_majority")
-"""Strategies that sample whole paths (``candidates`` of them) rather than search step by step."""
-AggregationName = Literal["min", "last", "mean", "prod"]
-
-SLOW_ONLY_FIELDS = (
-    "strategy",
-    "candidates",
-    "beam_width",
-    "aggregation",
-    "beam_start",
-    "keep_invalid",
-    "temperature_ramp",
-    "max_samples",
-    "tie_break",
-    "adaptive",
-    "min_candidates",
-    "wave_size",
-    "stop_votes",
-    "stop_share",
-    "prune_fraction",
-    "prune_interval",
-)
-BEAM_ONLY_FIELDS = ("beam_start", "keep_invalid", "temperature_ramp", "max_samples")
-VOTE_STRATEGIES: tuple[Strategy, ...] = ("majority", "weighted_majority")
-ADAPTIVE_FIELDS = ("min_candidates", "wave_size", "stop_votes", "stop_share")
-"""Parameters of the adaptive vote's stopping rule: they need ``adaptive: true``."""
-PRUNE_FIELDS = ("prune_fraction", "prune_interval")
+Strategy = str
+"""A registered strategy's name (``service.orchestrator.strategies.registry``)."""
+AggregationName = Aggregation
 
 
-def _field_error(field: str, message: str) -> PydanticCustomError:
-    """A validation error that names its field (model validators otherwise report at the model root)."""
-    return PydanticCustomError("invalid_combination", "{message}", {"field": field, "message": message})
+def path_level_strategies() -> tuple[str, ...]:
+    """Strategies that sample whole paths (``candidates`` of them) rather than search step by step."""
+    return tuple(s.name for s in registry.all_strategies() if s.path_level)
+
+
+PATH_LEVEL_STRATEGIES: tuple[str, ...] = path_level_strategies()
+"""The built-in path-level strategies (metrics pre-create their series)."""
+
+
+def strategy_fields_schema(schema: dict[str, Any]) -> None:
+    """Add every registered strategy's fields to a request model's JSON schema (and the strategy names to
+    ``strategy``), each described with the strategies that take it: the OpenAPI of ``/solve`` (JSON and multipart)
+    and of the OpenAI facade's ``atomthink`` object comes from the registry."""
+    schema["additionalProperties"] = False  # a field no mode or strategy takes is refused
+    properties = schema.setdefault("properties", {})
+    if "strategy" in properties:
+        slow = registry.names("slow")
+        properties["strategy"] = {
+            "anyOf": [{"type": "string", "enum": slow}, {"type": "null"}],
+            "default": None,
+            "title": "Strategy",
+            "description": f"slow only: {' | '.join(slow)} (default {registry.DEFAULT_SLOW}).",
+        }
+    for name in registry.param_fields():
+        owners = registry.owners(name)
+        owner = registry.get(owners[0]).params
+        field_schema = dict(owner.model_json_schema()["properties"][name])
+        field_schema["description"] = f"{', '.join(owners)}: {field_schema.get('description', '')}"
+        properties[name] = field_schema
 
 
 class SolveParams(BaseModel):
-    """Everything a solve request says except the image."""
+    """Everything a solve request says except the image: the common fields declared here, and the chosen
+    strategy's own fields (its ``StrategyParams``, from the registry), validated into ``search``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow", json_schema_extra=strategy_fields_schema)
 
     question: str = Field(min_length=1, max_length=4000, description="The math question.")
     choices: list[str] | None = Field(
         None, max_length=26, description="Multiple-choice options; the answer is then an option letter."
     )
     mode: Mode = Field("quick", description="direct | cot | quick (QuickThink) | slow (SlowThink).")
-    strategy: Strategy | None = Field(
-        None, description="slow only: beam (default) | greedy | best_of_n | majority | weighted_majority."
-    )
-    candidates: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="slow only: candidates per step (beam, greedy) or whole paths (default 3).",
-    )
-    beam_width: int | None = Field(None, ge=1, le=16, description="slow beam only: beams kept per depth (default 2).")
-    aggregation: AggregationName | None = Field(
-        None, description="slow only: step-score aggregation (default last for beam/greedy, min otherwise)."
-    )
-    beam_start: Literal["root", "beams"] | None = Field(
-        None,
-        description="slow beam/greedy: first depth from one root or from beam_width empty rollouts (official); "
-        "default from the prompt preset.",
-    )
-    keep_invalid: bool | None = Field(
-        None,
-        description="slow beam/greedy: rank candidates the step rules reject (official) instead of dropping them; "
-        "default from the prompt preset.",
-    )
-    temperature_ramp: float | None = Field(
-        None,
-        ge=0,
-        le=2,
-        description="slow beam/greedy: temperature added per candidate, capped at 1.0 (official v2: 0.5); "
-        "default from the prompt preset.",
-    )
-    max_samples: int | None = Field(
-        None,
-        ge=1,
-        le=10_000,
-        description="slow beam/greedy: no new depth starts after this many sampled candidates (official v1: 200, "
-        "v2: 299); default from the prompt preset.",
-    )
-    tie_break: Literal["first", "prm"] | None = Field(
-        None,
-        description="slow majority: a tie goes to the answer sampled first (default, no PRM call) or to the "
-        "best-scored path (PRM scores every path).",
-    )
-    adaptive: bool | None = Field(
-        None,
-        description="slow majority/weighted_majority: sample paths in waves and stop once the leading answer is safe "
-        "or certain (stop_votes, stop_share); candidates is then the ceiling (default false).",
-    )
-    min_candidates: int | None = Field(
-        None, ge=1, le=64, description="adaptive votes: paths in the first wave, before any stop (default 4)."
-    )
-    wave_size: int | None = Field(None, ge=1, le=64, description="adaptive votes: paths per later wave (default 2).")
-    stop_votes: int | None = Field(
-        None, ge=1, le=64, description="adaptive votes: paths the leader needs for the certainty stop (default 3)."
-    )
-    stop_share: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="adaptive votes: share of the votes (of the PRM weight in weighted_majority) the leader needs "
-        "for the certainty stop (default 0.75).",
-    )
-    prune_fraction: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="slow best_of_n: fraction of the open paths stopped at each pruning check, lowest partial PRM "
-        "score first (default 0: no pruning).",
-    )
-    prune_interval: int | None = Field(
-        None, ge=1, le=50, description="slow best_of_n: steps between pruning checks (default 2)."
-    )
+    strategy: str | None = Field(None, description="slow only: a registered strategy (default beam).")
     max_thinking_tokens: int | None = Field(
         None,
         ge=1,
@@ -150,56 +85,76 @@ class SolveParams(BaseModel):
         description="Answer with Server-Sent Events: expansion, scoring and selection events, then result (this "
         "response's body) or error. Also chosen by 'Accept: text/event-stream'.",
     )
+    _search: StrategyParams | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _check_mode_fields(self) -> SolveParams:
-        if self.mode != "slow":
-            for name in SLOW_ONLY_FIELDS:
-                if getattr(self, name) is not None:
-                    raise _field_error(name, f"{name!r} applies to mode 'slow' only, not {self.mode!r}")
-        if self.strategy == "greedy" and self.beam_width not in (None, 1):
-            raise _field_error("beam_width", "greedy search keeps exactly one beam; omit beam_width or use beam")
-        if self.strategy in PATH_LEVEL_STRATEGIES:
-            for name in ("beam_width", *BEAM_ONLY_FIELDS):
-                if getattr(self, name) is not None:
-                    raise _field_error(name, f"{name} does not apply to strategy {self.strategy!r}")
-        if self.adaptive is not None and self.strategy not in VOTE_STRATEGIES:
-            raise _field_error("adaptive", "adaptive applies to strategies 'majority' and 'weighted_majority' only")
-        for name in ADAPTIVE_FIELDS:
-            if getattr(self, name) is not None and not self.adaptive:
-                raise _field_error(name, f"{name} applies with adaptive: true only")
-        if self.min_candidates is not None and self.min_candidates > self.resolved_candidates:
-            raise _field_error("min_candidates", "min_candidates cannot exceed candidates (the ceiling)")
-        for name in PRUNE_FIELDS:
-            if getattr(self, name) is not None and self.strategy != "best_of_n":
-                raise _field_error(name, f"{name} applies to strategy 'best_of_n' only")
-        if self.tie_break is not None and self.strategy != "majority":
-            raise _field_error("tie_break", "tie_break applies to strategy 'majority' only")
+    def _check_strategy_fields(self) -> SolveParams:
         if self.choices is not None and any(not c.strip() or len(c) > 1000 for c in self.choices):
-            raise _field_error("choices", "every choice must be 1 to 1000 characters")
+            raise field_error("choices", "every choice must be 1 to 1000 characters")
+        extra = {name: value for name, value in (self.model_extra or {}).items() if value is not None}  # null: unset
+        known = registry.param_fields()
+        for name in extra:
+            if name not in known:
+                raise field_error(name, "extra inputs are not permitted: no mode or strategy takes this field")
+        if self.mode != "slow" and self.strategy is not None:
+            raise field_error("strategy", f"'strategy' applies to mode 'slow' only, not {self.mode!r}")
+        try:
+            strategy = registry.for_mode(self.mode, self.strategy)
+        except KeyError:
+            slow = ", ".join(repr(n) for n in registry.names("slow"))
+            raise field_error("strategy", f"unknown strategy {self.strategy!r}; expected one of {slow}") from None
+        if strategy is None or strategy.mode != "slow":
+            for name in extra:
+                if strategy is None or name not in strategy.params.model_fields:
+                    raise field_error(name, f"{name!r} applies to mode 'slow' only, not {self.mode!r}")
+        if strategy is not None:
+            for name in extra:
+                if name not in strategy.params.model_fields:
+                    raise field_error(
+                        name,
+                        f"does not apply to strategy {strategy.name!r} "
+                        f"(it belongs to {', '.join(registry.owners(name))})",
+                    )
+            try:
+                self._search = strategy.params.model_validate(extra)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                ctx = first.get("ctx") or {}
+                loc = [str(part) for part in first.get("loc", ())]
+                name = ctx["field"] if isinstance(ctx.get("field"), str) else ".".join(loc) or "strategy"
+                raise field_error(name, str(first.get("msg", "invalid value"))) from None
         return self
 
     @property
-    def resolved_strategy(self) -> Strategy | None:
-        return (self.strategy or "beam") if self.mode == "slow" else None
+    def search(self) -> StrategyParams | None:
+        """The chosen strategy's validated parameters (None for the one-shot modes)."""
+        return self._search
+
+    @property
+    def resolved_strategy(self) -> str | None:
+        """The strategy a slow request runs (None for the other modes, QuickThink included)."""
+        return (self.strategy or registry.DEFAULT_SLOW) if self.mode == "slow" else None
+
+    @property
+    def search_strategy(self) -> registry.Strategy[Any] | None:
+        """The registered strategy that runs this request (QuickThink for ``quick``, None for direct and cot)."""
+        return registry.for_mode(self.mode, self.strategy)
 
     @property
     def resolved_candidates(self) -> int:
-        return (self.candidates or 3) if self.mode == "slow" else 1
+        """Candidates per policy call (slow strategies' ``candidates``; 1 otherwise)."""
+        return self._search.candidates_per_call if self._search is not None else 1
 
     @property
-    def resolved_beam_width(self) -> int:
-        if self.resolved_strategy == "greedy":
+    def resolved_aggregation(self) -> Aggregation | None:
+        return self._search.aggregation if isinstance(self._search, ScoredParams) else None
+
+    def cost(self) -> int:
+        """Candidates the request asks the policy for per step (what a quota counts)."""
+        strategy = self.search_strategy
+        if strategy is None or self._search is None:
             return 1
-        return self.beam_width or 2
-
-    @property
-    def resolved_aggregation(self) -> AggregationName | None:
-        if self.mode != "slow":
-            return None
-        if self.aggregation is not None:
-            return self.aggregation
-        return "last" if self.resolved_strategy in ("beam", "greedy") else "min"
+        return strategy.cost(self._search)
 
 
 class SolveJsonRequest(SolveParams):
@@ -257,8 +212,8 @@ class SolveResponse(BaseModel):
     final: bool = Field(description="The answer comes from a step that states the final answer.")
     steps: list[Step]
     mode: Mode
-    strategy: Strategy | None
-    aggregation: AggregationName | None
+    strategy: str | None
+    aggregation: Aggregation | None
     votes: dict[str, int] | None = Field(None, description="majority strategies: paths per answer.")
     vote_weights: dict[str, float] | None = Field(
         None, description="weighted_majority: summed aggregated PRM score per answer."

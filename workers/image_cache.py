@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from PIL import Image
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """The image in ``data`` decoded to RGB (blocking: tens of milliseconds to a second for large images)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
 
 
 class DecodedImageCache:
@@ -19,7 +26,8 @@ class DecodedImageCache:
         image = self._images.get(image_id)
         if image is None:
             data = await self._fetch(image_id)
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            # decoded in a worker thread: the worker's loop keeps feeding the engine and writing results meanwhile
+            image = await asyncio.to_thread(decode_rgb, data)
             self._images[image_id] = image
             while len(self._images) > self._capacity:
                 self._images.popitem(last=False)

@@ -17,10 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -37,7 +34,7 @@ from atomthink.protocol import (
     Role,
     failed_result,
 )
-from atomthink.queue.base import JobSource
+from atomthink.queue.base import JobSource, process_name
 from workers import metrics
 from workers.backends.base import (
     EngineDead,
@@ -61,7 +58,7 @@ J = TypeVar("J", PolicyJob, PrmJob)
 
 
 def make_worker_id(role: Role) -> str:
-    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return process_name(role)
 
 
 class _BatchWorker(Generic[J]):

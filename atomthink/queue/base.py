@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, overload
@@ -12,6 +15,13 @@ from atomthink.errors import JobTimeout
 from atomthink.protocol import Job, PolicyJob, PolicyResult, PrmJob, PrmResult, Result, Role, role_of
 
 R = TypeVar("R", bound=Result)
+
+
+def process_name(role: Role, instance: str | None = None) -> str:
+    """``role-host-pid-instance``: how a process is named in the queue (a worker's heartbeat entry, a Redis consumer),
+    so that the live workers and the pending jobs say which host and process they are. ``instance`` (random unless
+    given) tells apart two queue clients or workers in one process."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{instance or uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from atomthink.errors import Overloaded
 from atomthink.protocol import Job, JobError, Result, Role, failed_result, role_of
 from atomthink.queue.base import PendingReplies, QueueStats, image_id_for
+from atomthink.settings import default
 
 POLL_INTERVAL_S = 0.5
 
@@ -21,7 +22,13 @@ class InMemoryStepQueue:
     Bounded everywhere: at most ``max_queued`` waiting jobs per role and ``max_images`` stored images (LRU).
     """
 
-    def __init__(self, *, max_queued: int = 10_000, max_images: int = 256, heartbeat_ttl_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_queued: int = default("max_queue_length"),
+        max_images: int = 256,
+        heartbeat_ttl_s: float = default("heartbeat_ttl_s"),
+    ) -> None:
         self._queues: dict[Role, asyncio.Queue[Job]] = {
             "policy": asyncio.Queue(max_queued),
             "prm": asyncio.Queue(max_queued),

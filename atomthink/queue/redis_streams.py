@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -43,8 +41,9 @@ from atomthink.protocol import (
     role_of,
 )
 from atomthink.queue import metrics
-from atomthink.queue.base import PendingReplies, QueueStats, image_id_for
+from atomthink.queue.base import PendingReplies, QueueStats, image_id_for, process_name
 from atomthink.queue.keys import QueueKeys
+from atomthink.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ JOB_TYPES: dict[Role, type[PolicyJob] | type[PrmJob]] = {"policy": PolicyJob, "p
 _RESULT = TypeAdapter(PolicyResult | PrmResult)
 REPLY_STREAM_MAXLEN = 100_000
 REPLY_STREAM_TTL_S = 3600
-CANCEL_TTL_S = 3600
 LISTEN_BLOCK_MS = 1000
 TAKE_BLOCK_MS = 500
 FILL_POLL_S = 0.001
@@ -104,13 +102,13 @@ class RedisStepQueue:
         self,
         url: str,
         *,
-        prefix: str = "atomthink",
-        max_queue_length: int = 10_000,
-        visibility_timeout_s: float = 30.0,
-        max_deliveries: int = 3,
-        image_ttl_s: int = 3600,
-        cancel_ttl_s: int = CANCEL_TTL_S,
-        heartbeat_ttl_s: float = 10.0,
+        prefix: str = default("key_prefix"),
+        max_queue_length: int = default("max_queue_length"),
+        visibility_timeout_s: float = default("visibility_timeout_s"),
+        max_deliveries: int = default("max_deliveries"),
+        image_ttl_s: int = default("image_ttl_s"),
+        cancel_ttl_s: int = default("cancel_ttl_s"),
+        heartbeat_ttl_s: float = default("heartbeat_ttl_s"),
     ) -> None:
         self.redis: Any = connect(url)
         self.keys = QueueKeys(prefix)
@@ -256,7 +254,7 @@ class RedisStepQueue:
 
     def _consumer(self, role: Role) -> str:
         """Consumer name in the group: says which host and process hold a pending job."""
-        return f"{role}-{socket.gethostname()}-{os.getpid()}-{self.gateway_id}"
+        return process_name(role, self.gateway_id)
 
     def _accept(self, role: Role, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Job | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -17,13 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
 
+from service.orchestrator.strategies import registry
+from service.orchestrator.strategies.base import DEFAULT_CANDIDATES
+from service.orchestrator.strategies.voting import DEFAULT_FIRST_WAVE
 from service.schemas import AggregationName, Mode, SolveParams, Strategy
 
 SuiteName = Literal["modes", "strategies", "scaling", "paper"]
 SUITES: tuple[SuiteName, ...] = ("modes", "strategies", "scaling", "paper")
 MODES: tuple[Mode, ...] = ("direct", "cot", "quick", "slow")
-STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
-AGGREGATIONS: tuple[AggregationName, ...] = ("min", "last", "mean", "prod")
+STRATEGIES: tuple[Strategy, ...] = tuple(registry.names("slow"))
+"""The registered SlowThink strategies."""
+AGGREGATIONS: tuple[AggregationName, ...] = get_args(AggregationName)
 MODE_LABELS = {"direct": "Direct", "cot": "CoT", "quick": "QuickThink", "slow": "SlowThink"}
 STRATEGY_LABELS = {
     "beam": "Beam search",
@@ -34,12 +38,22 @@ STRATEGY_LABELS = {
 }
 AGGREGATION_CURVES: tuple[Strategy, ...] = ("best_of_n", "weighted_majority")
 """Strategies whose rows and scaling curves are one per aggregation (it picks their answer, not just ties)."""
-VOTES: tuple[Strategy, ...] = ("majority", "weighted_majority")
-ADAPTIVE_ABOVE = 4
+ADAPTIVE_ABOVE = DEFAULT_FIRST_WAVE
 """``--adaptive`` and ``--prune-fraction`` add runs only above this many candidates (the service's
 ``min_candidates``: at or below it an adaptive vote is the fixed one)."""
 PAPER_BEAM_WIDTH = 2
 PAPER_BEAM_CANDIDATES = 3
+"""The paper's SlowThink beam (3 candidates per beam, 2 beams)."""
+
+
+def _default(strategy: Strategy, field_name: str) -> object:
+    """The registered strategy's default for one of its fields (None when it has no such field)."""
+    info = registry.get(strategy).params.model_fields.get(field_name)
+    return info.default if info is not None else None
+
+
+def _takes(strategy: Strategy, field_name: str) -> bool:
+    return field_name in registry.get(strategy).params.model_fields
 
 
 @dataclass(frozen=True)
@@ -69,12 +83,12 @@ class RunConfig:
         """A canonical config: slow-only fields resolved to the service's defaults, dropped for other modes."""
         if mode != "slow":
             return RunConfig(mode)
-        strategy = strategy or "beam"
-        aggregation = aggregation or ("last" if strategy in ("beam", "greedy") else "min")
-        width = (beam_width or PAPER_BEAM_WIDTH) if strategy == "beam" else None
-        n = candidates or PAPER_BEAM_CANDIDATES
-        adaptive = adaptive and strategy in VOTES
-        prune = prune_fraction if strategy == "best_of_n" and prune_fraction else None
+        strategy = strategy or registry.DEFAULT_SLOW
+        aggregation = aggregation or cast(AggregationName | None, _default(strategy, "aggregation"))
+        width = (beam_width or cast(int, _default(strategy, "beam_width"))) if strategy == "beam" else None
+        n = candidates or DEFAULT_CANDIDATES
+        adaptive = adaptive and _takes(strategy, "adaptive")
+        prune = prune_fraction if _takes(strategy, "prune_fraction") and prune_fraction else None
         return RunConfig(mode, strategy, aggregation, n, width, adaptive, prune)
 
     @property
@@ -97,7 +111,7 @@ class RunConfig:
         """Row name in the tables."""
         if self.mode != "slow" or self.strategy is None:
             return MODE_LABELS[self.mode]
-        name = STRATEGY_LABELS[self.strategy]
+        name = STRATEGY_LABELS.get(self.strategy, self.strategy)
         if self.strategy in AGGREGATION_CURVES:
             name += f" ({self.aggregation})"
         if self.strategy == "beam":
@@ -236,9 +250,9 @@ def custom_plan(
         for strategy, agg, n in itertools.product(strategies or ("beam",), aggregations or (None,), candidates):
             runs.append(RunConfig.make(mode, strategy, agg, n, beam_width))
             if (n or PAPER_BEAM_CANDIDATES) > ADAPTIVE_ABOVE:
-                if adaptive and strategy in VOTES:
+                if adaptive and _takes(strategy, "adaptive"):
                     runs.append(RunConfig.make(mode, strategy, agg, n, adaptive=True))
-                if prune_fraction and strategy == "best_of_n":
+                if prune_fraction and _takes(strategy, "prune_fraction"):
                     runs.append(RunConfig.make(mode, strategy, agg, n, prune_fraction=prune_fraction))
     runs = list(dict.fromkeys(runs))
     slow = [r for r in runs if r.mode == "slow"]

@@ -1,9 +1,10 @@
 """Adaptive compute measured offline: the service's own strategies replayed over saved QuickThink paths.
 
 ``ReplayExpander`` is a ``StepExpander`` that hands out the steps of paths sampled earlier (in their sampling order,
-each step with the tokens it took, resamples included) and their PRM scores, so ``strategies.majority``,
-``weighted_majority`` and ``best_of_n`` run unchanged: the waves, the stopping rule (``vote_stop``) and pruning
-(``prune_choice``) are the served ones, and the tokens counted are those the chosen paths generated.
+each step with the tokens it took, resamples included) and their PRM scores, so the registered
+``majority``, ``weighted_majority`` and ``best_of_n`` strategies run unchanged: the waves, the stopping rule
+(``vote_stop``) and pruning (``prune_choice``) are the served ones, and the tokens counted are those the chosen
+paths generated.
 
 The PRM is causal, so the score of a step on a partial path is its score on the whole path: pruning checks read the
 whole path's scores up to the current step.
@@ -14,14 +15,16 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atomthink.protocol import Candidate, PromptKind
-from service.orchestrator import strategies
-from service.orchestrator.strategies import SearchConfig, SearchStrategy
+from service.orchestrator.strategies import registry
+from service.orchestrator.strategies.base import SearchContext, StrategyParams
 from service.orchestrator.tree import SearchTree
+
+MAX_STEPS = 12
 
 
 class ReplayExpander:
@@ -68,38 +71,37 @@ class ReplayExpander:
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the comparison: a served strategy and its search knobs."""
+    """One row of the comparison: a registered strategy and its parameters (as a request would give them)."""
 
     name: str
     family: str
-    strategy: SearchStrategy
-    config: SearchConfig
+    strategy: registry.Strategy[Any]
+    params: StrategyParams
+
+
+def _variant(name: str, family: str, strategy: str, **fields: Any) -> Variant:
+    found = registry.get(strategy)
+    return Variant(name, family, found, found.params.model_validate({"aggregation": "min", **fields}))
 
 
 def variants(ceiling: int, sizes: Sequence[int]) -> list[Variant]:
     """Fixed N for every strategy, then the adaptive votes and pruned best-of-N at the ``ceiling``, at the service's
-    defaults (``SearchConfig``)."""
-    base = SearchConfig(aggregation="min", max_steps=12)
+    defaults (each strategy's parameters)."""
     rows = []
-    for family, run in (
-        ("majority", strategies.majority),
-        ("weighted majority", strategies.weighted_majority),
-        ("best-of-N min", strategies.best_of_n),
-    ):
-        rows += [Variant(f"{family}, N = {n}", family, run, replace(base, candidates=n)) for n in sizes]
-    adaptive = replace(base, candidates=ceiling, adaptive=True)
-    rows.append(Variant(f"adaptive majority, ceiling {ceiling}", "adaptive majority", strategies.majority, adaptive))
+    for family, name in (("majority", "majority"), ("weighted majority", "weighted_majority"),
+                         ("best-of-N min", "best_of_n")):  # fmt: skip
+        rows += [_variant(f"{family}, N = {n}", family, name, candidates=n) for n in sizes]
+    for family, name in (("adaptive majority", "majority"), ("adaptive weighted majority", "weighted_majority")):
+        rows.append(_variant(f"{family}, ceiling {ceiling}", family, name, candidates=ceiling, adaptive=True))
     rows.append(
-        Variant(
-            f"adaptive weighted majority, ceiling {ceiling}",
-            "adaptive weighted majority",
-            strategies.weighted_majority,
-            adaptive,
+        _variant(
+            f"pruned best-of-N, N = {ceiling} (half every 2 steps)",
+            "pruned",
+            "best_of_n",
+            candidates=ceiling,
+            prune_fraction=0.5,
+            prune_interval=2,
         )
-    )
-    pruned = replace(base, candidates=ceiling, prune_fraction=0.5, prune_interval=2)
-    rows.append(
-        Variant(f"pruned best-of-N, N = {ceiling} (half every 2 steps)", "pruned", strategies.best_of_n, pruned)
     )
     return rows
 
@@ -123,8 +125,8 @@ async def _replay(
     scores: Sequence[Sequence[float]],
 ) -> tuple[bool, int, int, str | None]:
     expander = ReplayExpander(paths, tokens, scores)
-    config = replace(variant.config, choices=tuple(problem.get("choices") or ()))
-    outcome = await variant.strategy(expander, SearchTree(), config)
+    context = SearchContext(max_steps=MAX_STEPS, choices=tuple(problem.get("choices") or ()))
+    outcome = await variant.strategy.run(expander, SearchTree(), context, variant.params)
     correct = outcome.final and outcome.answer == problem["answer"]
     return correct, expander.generated_tokens, outcome.paths or 0, outcome.stop_reason
 
@@ -152,7 +154,7 @@ def compare(
             Row(
                 variant.name,
                 variant.family,
-                variant.config.candidates,
+                variant.params.candidates_per_call,
                 sum(r[0] for r in results) / len(results),
                 sum(r[1] for r in results) / len(results),
                 sum(r[2] for r in results) / len(results),

@@ -42,7 +42,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--vision-layers", type=int, default=2)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--max-records", type=int, default=None, help="use only the first N SFT records per directory")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default $ATOMTHINK_THREADS or 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: ATOMTHINK_TORCH_THREADS, else 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_policy)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -15,9 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atomthink.settings import Settings
+
 
 def setup(seed: int, threads: int | None = None) -> None:
-    threads = threads or int(os.environ.get("ATOMTHINK_THREADS", "2"))
+    """Seeds every generator and sets torch's threads: ``threads``, else the ``torch_threads`` setting
+    (``ATOMTHINK_TORCH_THREADS``), else 2."""
+    threads = threads or Settings().torch_threads or 2
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)

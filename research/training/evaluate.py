@@ -19,6 +19,7 @@ The policy is called exactly as the serving contract says: the TINY prompt throu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import random
@@ -27,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,11 +36,13 @@ from PIL import Image
 
 from atomthink.prm_format import TINY_PRM, encode_path, label_token_ids
 from atomthink.prompts import TINY, TINY_STEP_DELIMITER, chat_messages, format_question
+from atomthink.settings import Settings
 from atomthink.steps import extract_answer, invalid_reason, is_final
 from research.data.engine import arithmetic_is_right
 from research.data.records import read_jsonl, split_process, through_first_error
-from service.orchestrator.strategies import tally
+from service.orchestrator.strategies.voting import tally
 from service.orchestrator.tree import rank_key
+from service.schemas import SolveParams, SolveResponse
 
 
 class Policy:
@@ -289,47 +292,72 @@ def _final(path: list[str]) -> str | None:
     return path[-1] if path and is_final(path[-1]) else None
 
 
-def beam_search(
-    policy: Policy,
-    prm: Prm,
-    problems: list[dict[str, Any]],
-    images: list[Image.Image],
-    width: int = 2,
-    candidates: int = 3,
-    temperature: float = 0.7,
-    max_depth: int = 12,
-) -> list[list[str]]:
-    """Step-wise beam search: each beam proposes ``candidates`` steps; the best ``width`` of all are kept."""
-    beams: list[list[list[str]]] = [[[]] for _ in problems]
-    done: list[list[str] | None] = [None] * len(problems)
-    for _ in range(max_depth):
-        todo = [(i, b) for i in range(len(problems)) if done[i] is None for b in range(len(beams[i]))]
-        if not todo:
-            break
-        reqs = [(i, b) for i, b in todo for _ in range(candidates)]
-        outs = policy.generate(
-            [images[i] for i, _ in reqs],
-            [TINY.render("step", _question(problems[i]), beams[i][b]) for i, b in reqs],
-            temperature,
-        )
-        cands: dict[int, list[list[str]]] = defaultdict(list)
-        for (i, b), step in zip(reqs, outs, strict=True):
-            cands[i].append(beams[i][b] + [step])
-        flat = [(i, c) for i in cands for c in cands[i]]
-        scores = prm.score([(_question(problems[i]), c) for i, c in flat])
-        ranked: dict[int, list[tuple[float, list[str]]]] = defaultdict(list)
-        for (i, c), sc in zip(flat, scores, strict=True):
-            ranked[i].append((sc[-1], c))
-        for i, lst in ranked.items():
-            lst.sort(key=lambda x: -x[0])
-            kept = [c for _, c in lst[:width]]
-            finals = [c for c in kept if is_final(c[-1])]
-            if finals:
-                done[i] = finals[0]
-            else:
-                beams[i] = kept
-    return [d if d is not None else beams[i][0] for i, d in enumerate(done)]
+def service_settings(args: argparse.Namespace) -> Settings:
+    """The embedded service on the evaluated checkpoints (memory queue, workers in this process)."""
+    return Settings(
+        policy_model=str(args.policy),
+        prm_model=str(args.prm),
+        queue="memory",
+        torch_threads=args.threads,
+    )
 
+
+def service_params(
+    problem: dict[str, Any], mode: Literal["quick", "beam"], args: argparse.Namespace, seed: int
+) -> SolveParams:
+    """The solve the evaluation sends for one problem: QuickThink, or the paper's beam (3 candidates, 2 beams,
+    ``last`` aggregation), at the run's sampling (``--temperature``, ``--top-p``, ``--top-k``) and ``seed``."""
+    fields: dict[str, Any] = {"mode": "quick"}
+    if mode == "beam":
+        fields = {"mode": "slow", "strategy": "beam", "candidates": 3, "beam_width": 2, "aggregation": "last"}
+    return SolveParams.model_validate(
+        {
+            "question": problem["question"],
+            "choices": problem.get("choices"),
+            "max_steps": SERVICE_MAX_STEPS,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "top_k": args.top_k,
+            "seed": seed,
+            **fields,
+        }
+    )
+
+
+async def _service_solves(
+    settings: Settings, jobs: Sequence[tuple[SolveParams, bytes | None]], concurrency: int
+) -> list[SolveResponse]:
+    from research.eval.runner import embedded_client
+
+    gate = asyncio.Semaphore(concurrency)
+    async with embedded_client(settings) as client:
+
+        async def one(params: SolveParams, image: bytes | None) -> SolveResponse:
+            async with gate:
+                return await client.solve(params, image)
+
+        return list(await asyncio.gather(*(one(p, i) for p, i in jobs)))
+
+
+def service_run(
+    args: argparse.Namespace, root: Path, problems: list[dict[str, Any]], mode: Literal["quick", "beam"]
+) -> list[SolveResponse]:
+    """QuickThink or beam search as the service runs them (its registered strategies, in this process, on the same
+    backends), one solve per problem with seed ``args.seed + index``."""
+    jobs = [
+        (service_params(p, mode, args, args.seed + i), (root / p["image"]).read_bytes() if p.get("image") else None)
+        for i, p in enumerate(problems)
+    ]
+    return asyncio.run(_service_solves(service_settings(args), jobs, args.concurrency))
+
+
+def sampling_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling a run used, stated beside every figure it produces."""
+    return {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k, "seed": args.seed}
+
+
+SERVICE_MAX_STEPS = 12
+"""Steps per path in the service runs (this module's sampler stops at 12 too)."""
 
 _PATHS_ARGS = ("policy", "data", "temperature", "seed")
 
@@ -398,7 +426,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.data)
     problems = read_jsonl(root / "problems.jsonl")[: args.n]
     images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
-    results: dict[str, Any] = {"n": len(problems), "data": str(root), "temperature": args.temperature}
+    results: dict[str, Any] = {"n": len(problems), "data": str(root), **sampling_of(args)}
+    results["implementation"] = {
+        "beam_w2_c3, service_quick": "the service's registered strategies (embedded, memory queue), sampling above",
+        "quick, best_of_n, adaptive, greedy, direct, cot": "this module's batched transformers sampler (top_k=0, "
+        "top_p=1.0), temperature above",
+    }
     t0 = time.time()
     policy = Policy(args.policy) if args.policy else None
     prm = Prm(args.prm) if args.prm else None
@@ -489,12 +522,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             if "adaptive" in modes:
                 results["adaptive"] = _adaptive(args, problems, paths, tokens, per)
     if "beam" in modes and prm is not None:
-        paths1 = beam_search(policy, prm, problems, images, temperature=args.temperature)
-        results["beam_w2_c3"] = float(
-            np.mean([_correct(p, _final(path)) for p, path in zip(problems, paths1, strict=True)])
+        solved = service_run(args, root, problems, "beam")
+        results["beam_w2_c3"] = float(np.mean([r.answer == p["answer"] for p, r in zip(problems, solved, strict=True)]))
+        results["beam_paths"] = [[step.text for step in r.steps] for r in solved]
+        print("beam (the service's)", results["beam_w2_c3"], flush=True)
+    if "service_quick" in modes:
+        solved = service_run(args, root, problems, "quick")
+        results["service_quick"] = float(
+            np.mean([r.answer == p["answer"] for p, r in zip(problems, solved, strict=True)])
         )
-        results["beam_paths"] = paths1
-        print("beam", results["beam_w2_c3"], flush=True)
+        print("quick (the service's)", results["service_quick"], flush=True)
     results["seconds"] = round(time.time() - t0, 1)
     return results
 
@@ -526,10 +563,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--modes",
         default="auroc,read,direct,cot,greedy,quick,bon,beam",
-        help="comma-separated; also adaptive (with bon): fixed N against adaptive votes and pruned best-of-N",
+        help="comma-separated; also adaptive (with bon): fixed N against adaptive votes and pruned best-of-N; "
+        "service_quick: QuickThink as the service runs it (beam always runs the service's)",
     )
     p.add_argument("--best-of", type=int, default=8)
     p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=None, help="service runs: unset, the prompt preset's (tiny: 0.9)")
+    p.add_argument("--top-k", type=int, default=None, help="service runs: unset, the prompt preset's (tiny: 50)")
+    p.add_argument("--concurrency", type=int, default=8, help="service runs: solves in flight at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")

@@ -7,13 +7,15 @@ the whole solve response in the extra field ``atomthink``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atomthink.errors import InvalidRequest
 from service.api.errors import validation_to_error
-from service.schemas import PATH_LEVEL_STRATEGIES, AggregationName, Mode, SolveParams, SolveResponse, Strategy
+from service.orchestrator.strategies import registry
+from service.schemas import Mode, SolveParams, SolveResponse, strategy_fields_schema
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 
@@ -57,15 +59,14 @@ class StreamOptions(BaseModel):
 
 
 class AtomThinkOptions(BaseModel):
-    """Search knobs (the OpenAI clients' ``extra_body={"atomthink": {...}}``); they override the effort preset."""
+    """Search knobs (the OpenAI clients' ``extra_body={"atomthink": {...}}``); they override the effort preset.
 
-    model_config = ConfigDict(extra="forbid")
+    Besides the fields below it takes every registered strategy's fields (``/solve``'s), validated with the solve."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=strategy_fields_schema)
 
     mode: Mode | None = None
-    strategy: Strategy | None = None
-    candidates: int | None = None
-    beam_width: int | None = None
-    aggregation: AggregationName | None = None
+    strategy: str | None = None
     max_steps: int | None = None
     deadline_ms: int | None = None
     choices: list[str] | None = None
@@ -119,9 +120,14 @@ class ChatCompletionRequest(BaseModel):
         options = self.atomthink.model_dump(exclude_none=True) if self.atomthink else {}
         if "mode" in options and self.reasoning_effort is not None:
             raise InvalidRequest("give reasoning_effort or atomthink.mode, not both", field="atomthink.mode")
+        for name in options:
+            if name not in AtomThinkOptions.model_fields and name not in registry.param_fields():
+                raise InvalidRequest("extra inputs are not permitted", field=f"atomthink.{name}")
         preset = {} if "mode" in options else dict(EFFORT_PRESETS[self.reasoning_effort or DEFAULT_EFFORT])
-        if options.get("strategy") in ("greedy", *PATH_LEVEL_STRATEGIES):
-            preset.pop("beam_width", None)
+        if "strategy" in options:  # the effort's beam knobs give way to the chosen strategy's fields
+            with contextlib.suppress(KeyError):
+                fields = registry.get(options["strategy"]).params.model_fields
+                preset = {k: v for k, v in preset.items() if k in ("mode", "strategy") or k in fields}
         budget = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         sampling = {
             "temperature": self.temperature,
@@ -134,7 +140,7 @@ class ChatCompletionRequest(BaseModel):
             return SolveParams.model_validate(fields)
         except ValidationError as exc:
             error = validation_to_error(exc)
-            known = error.field in AtomThinkOptions.model_fields
+            known = error.field in options
             field = f"atomthink.{error.field}" if known else error.field
             if error.field == "max_thinking_tokens":
                 field = "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"

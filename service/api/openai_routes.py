@@ -1,7 +1,8 @@
 """OpenAI-compatible facade: ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain or streamed).
 
 Errors on these routes take OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, so the official
-clients raise their typed exceptions (a bad request is a 400 ``BadRequestError``).
+clients raise their typed exceptions (a bad request is a 400 ``BadRequestError``); ``service.api.errors`` renders
+them, for every route under ``/v1/``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ValidationError
 
-from atomthink.errors import AtomThinkError, InvalidRequest, ModelNotFound, Overloaded, Unauthorized
+from atomthink.errors import AtomThinkError, InvalidRequest, ModelNotFound, Overloaded
 from service.api.auth import AuthDep
-from service.api.errors import validation_to_error
+from service.api.errors import http_error, openai_error_body, validation_to_error
 from service.api.openai_protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -32,22 +31,21 @@ from service.api.openai_protocol import (
     Model,
     ModelList,
     OpenAIError,
-    OpenAIErrorBody,
     completion,
     finish_reason,
     usage,
 )
+from service.api.parsing import body_limit
 from service.api.routes import QuotasDep
 from service.api.stream import (
     EVENT_STREAM,
     SearchUpdate,
-    error_body,
     event_stream,
     render_solve,
     solve_until_disconnect,
 )
 from service.events import ExpansionEvent, SelectionEvent
-from service.images import image_from_url, validate_image
+from service.images import checked_image, image_from_url
 from service.quotas import solve_cost
 from service.runtime import Runtime
 from service.schemas import SolveParams, SolveResponse
@@ -55,43 +53,10 @@ from service.schemas import SolveParams, SolveResponse
 OPENAI_SCHEMAS: list[type[BaseModel]] = [ChatCompletionRequest, ChatCompletionChunk, OpenAIError]
 """Models the OpenAPI document lists for these routes beyond their response models."""
 
-MAX_TEXT_BYTES = 256 * 1024
 STARTED = int(time.time())
 
 
-def openai_error(exc: AtomThinkError) -> JSONResponse:
-    """An ``AtomThinkError`` in OpenAI's error shape; invalid requests are 400, as OpenAI answers them."""
-    status = 400 if exc.status_code == 422 else exc.status_code
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    if status == 429:
-        kind = "rate_limit_error"
-    body = OpenAIError(error=OpenAIErrorBody(message=exc.message, type=kind, param=exc.field, code=exc.code))
-    response = JSONResponse(body.model_dump(), status_code=status)
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-    if isinstance(exc, Unauthorized):
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-class OpenAIRoute(APIRoute):
-    """Maps the service's errors to OpenAI's error shape on the routes of this router only."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except AtomThinkError as exc:
-                return openai_error(exc)
-            except RequestValidationError as exc:
-                return openai_error(validation_to_error(exc))
-
-        return route
-
-
-router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 _CHAT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -123,7 +88,7 @@ async def list_models(request: Request, _principal: AuthDep) -> ModelList:
 @router.post("/chat/completions", response_model=ChatCompletion, openapi_extra=_CHAT_BODY, responses=_CHAT_RESPONSES)
 async def chat_completions(
     request: Request, principal: AuthDep, quotas: QuotasDep
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | EventSourceResponse:
     """A chat completion: the last user message (text and at most one image) is the question.
 
     ``reasoning_effort`` picks the mode (none: direct, minimal: cot, low: quick, medium: slow beam, high and xhigh:
@@ -135,7 +100,7 @@ async def chat_completions(
     admission: asyncio.Semaphore = request.app.state.admission
     if admission.locked():
         raise Overloaded(f"{settings.max_in_flight} requests already in flight", retry_after_s=1)
-    chat = await _read_chat_request(request, settings.max_image_bytes * 4 // 3 + MAX_TEXT_BYTES)
+    chat = await _read_chat_request(request, body_limit(settings))
     if chat.model != settings.served_model_name:
         raise ModelNotFound(f"model {chat.model!r} is not served here; GET /v1/models lists it", field="model")
     question, urls = chat.question_and_image_urls()
@@ -153,7 +118,7 @@ async def chat_completions(
             timeout_s=settings.image_url_timeout_s,
         )
         try:
-            image = validate_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+            image = await checked_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
         except AtomThinkError as exc:
             raise type(exc)(exc.message, field=field) from None
     created = int(time.time())
@@ -207,16 +172,18 @@ def accepted_path(kept: list[int], parents: dict[int, int | None]) -> list[int]:
 
 async def _chunks(
     runtime: Runtime, params: SolveParams, image: bytes | None, model: str, created: int, *, include_usage: bool
-) -> AsyncGenerator[str, None]:
+) -> AsyncGenerator[ServerSentEvent, None]:
     """The streamed completion: a reasoning delta per accepted step, then the content, the end, ``[DONE]``."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
 
-    def chunk(delta: Delta, **fields: Any) -> str:
-        choice = ChunkChoice(delta=delta, finish_reason=fields.pop("finish_reason", None))
-        message = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[choice], **fields)
-        return f"data: {message.model_dump_json(exclude_none=True)}\n\n"
+    def data(message: ChatCompletionChunk) -> ServerSentEvent:
+        return ServerSentEvent(raw_data=message.model_dump_json(exclude_none=True))
 
-    def reasoning(text: str, first: bool) -> str:
+    def chunk(delta: Delta, **fields: Any) -> ServerSentEvent:
+        choice = ChunkChoice(delta=delta, finish_reason=fields.pop("finish_reason", None))
+        return data(ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[choice], **fields))
+
+    def reasoning(text: str, first: bool) -> ServerSentEvent:
         text = text if first else "\n" + text
         return chunk(Delta(reasoning=text, reasoning_content=text))
 
@@ -224,7 +191,7 @@ async def _chunks(
     parents: dict[int, int | None] = {}
     sent: list[int] = []
 
-    def render(item: SearchUpdate | SolveResponse) -> Iterator[str]:
+    def render(item: SearchUpdate | SolveResponse) -> Iterator[ServerSentEvent]:
         if isinstance(item, ExpansionEvent):
             for node in item.nodes:
                 texts[node.id], parents[node.id] = node.text, node.parent
@@ -242,21 +209,15 @@ async def _chunks(
                 yield chunk(Delta(content=item.answer))
             yield chunk(Delta(), finish_reason=finish_reason(item), atomthink=item)
             if include_usage:
-                message = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[], usage=usage(item))
-                yield f"data: {message.model_dump_json(exclude_none=True)}\n\n"
+                yield data(
+                    ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[], usage=usage(item))
+                )
 
-    def render_error(exc: Exception) -> str:
-        error = error_body(exc).error
-        status = exc.status_code if isinstance(exc, AtomThinkError) else 500
-        body = OpenAIErrorBody(
-            message=error.message,
-            type="server_error" if status >= 500 else "invalid_request_error",
-            param=error.field,
-            code=error.code,
-        )
-        return f"data: {OpenAIError(error=body).model_dump_json()}\n\n"
+    def render_error(exc: Exception) -> ServerSentEvent:
+        body = OpenAIError.model_validate(openai_error_body(http_error(exc)))
+        return ServerSentEvent(raw_data=body.model_dump_json())
 
     yield chunk(Delta(role="assistant", content=""))
-    async for text in render_solve(runtime, params, image, render, render_error):
-        yield text
-    yield "data: [DONE]\n\n"
+    async for event in render_solve(runtime, params, image, render, render_error):
+        yield event
+    yield ServerSentEvent(raw_data="[DONE]")

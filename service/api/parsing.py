@@ -12,21 +12,27 @@ from starlette.datastructures import UploadFile
 from atomthink.errors import ImageTooLarge, InvalidRequest, UnsupportedMediaType
 from atomthink.settings import Settings
 from service.api.errors import validation_to_error
-from service.images import decode_base64_image, validate_image
+from service.images import checked_image, decode_base64_image
 from service.schemas import SolveParams
 
 MAX_FORM_FIELDS = 64
 MAX_TEXT_BYTES = 256 * 1024
+"""Room for a request's text fields, beside its image."""
+
+
+def body_limit(settings: Settings) -> int:
+    """The largest request body: the image base64-encoded at its size limit, and the text."""
+    return settings.max_image_bytes * 4 // 3 + MAX_TEXT_BYTES
 
 
 async def read_solve_request(request: Request, settings: Settings) -> tuple[SolveParams, bytes | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body_limit = settings.max_image_bytes * 4 // 3 + MAX_TEXT_BYTES
+    limit = body_limit(settings)
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > body_limit:
-        raise ImageTooLarge(f"request body is over the {body_limit} byte limit", field="image")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ImageTooLarge(f"request body is over the {limit} byte limit", field="image")
     if content_type == "application/json":
-        fields, image = await _read_json(request, settings, body_limit)
+        fields, image = await _read_json(request, settings, limit)
     elif content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields, image = await _read_form(request, settings)
     else:
@@ -38,16 +44,16 @@ async def read_solve_request(request: Request, settings: Settings) -> tuple[Solv
     except ValidationError as exc:
         raise validation_to_error(exc) from None
     if image is not None:
-        image = validate_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+        image = await checked_image(image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     return params, image
 
 
-async def _read_json(request: Request, settings: Settings, body_limit: int) -> tuple[dict[str, Any], bytes | None]:
+async def _read_json(request: Request, settings: Settings, limit: int) -> tuple[dict[str, Any], bytes | None]:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > body_limit:
-            raise ImageTooLarge(f"request body is over the {body_limit} byte limit", field="image")
+        if len(body) > limit:
+            raise ImageTooLarge(f"request body is over the {limit} byte limit", field="image")
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -7,7 +7,8 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from atomthink.errors import BackendUnavailable, Overloaded
@@ -65,7 +66,7 @@ QuotasDep = Annotated[QuotaGate, Depends(get_quotas)]
 @router.post("/solve", response_model=SolveResponse, openapi_extra=_SOLVE_BODY, responses={**_ERRORS, **STREAMED})
 async def solve(
     request: Request, runtime: RuntimeDep, principal: AuthDep, quotas: QuotasDep
-) -> SolveResponse | StreamingResponse:
+) -> SolveResponse | EventSourceResponse:
     """Solve a (multimodal) math question in the requested mode; see ``SolveJsonRequest`` for the fields.
 
     With ``stream: true`` (or ``Accept: text/event-stream``) the answer is a stream of search events (SSE).

@@ -3,7 +3,8 @@ they happen, then the response body or a typed error. ``/solve`` and the OpenAI 
 
 Wire format (one SSE event each): ``expansion``, ``scoring`` and ``selection`` carry the models of
 ``service.events``; ``result`` carries exactly the non-streamed ``SolveResponse`` body; ``error`` carries the usual
-``{"error": {"code", "message", "field"}}``. Comment lines (``: keep-alive``) fill long waits.
+``{"error": {"code", "message", "field"}}``. Comment lines (``: keep-alive``) fill long waits. The framing is FastAPI's
+(``fastapi.sse``): the renderers yield ``ServerSentEvent`` objects, an ``EventSourceResponse`` carries them.
 """
 
 from __future__ import annotations
@@ -11,27 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent, format_sse_event
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from atomthink.errors import AtomThinkError
+from service.api.errors import error_body, http_error
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.runtime import Runtime
-from service.schemas import ErrorBody, ErrorResponse, SolveParams, SolveResponse
-
-log = logging.getLogger(__name__)
+from service.schemas import SolveParams, SolveResponse
 
 DISCONNECT_POLL_S = 0.25
 
-EVENT_STREAM = "text/event-stream"
+EVENT_STREAM = EventSourceResponse.media_type
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEPALIVE = ": keep-alive\n\n"
+KEEPALIVE = ServerSentEvent(comment="keep-alive")
 
 SearchUpdate = ExpansionEvent | ScoringEvent | SelectionEvent
 StreamItem = SearchUpdate | SolveResponse | None
@@ -70,17 +68,13 @@ def wants_stream(request: Request, params: SolveParams) -> bool:
     return params.stream or EVENT_STREAM in request.headers.get("accept", "")
 
 
-def sse(event: str, data: BaseModel | dict[str, Any]) -> str:
-    payload = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
-    return f"event: {event}\ndata: {payload}\n\n"
-
-
-def error_body(exc: BaseException) -> ErrorResponse:
-    """The error body of the JSON routes, for an error that happens after the stream has started."""
-    if isinstance(exc, AtomThinkError):
-        return ErrorResponse(error=ErrorBody(code=exc.code, message=exc.message, field=exc.field))
-    log.error("unhandled error in a streamed solve", exc_info=exc)
-    return ErrorResponse(error=ErrorBody(code="internal_error", message="internal error; see the gateway log"))
+def encode(event: ServerSentEvent) -> bytes:
+    """One event in the SSE wire format, as FastAPI's generator routes write it: ``raw_data`` as is, ``data`` as
+    JSON (a pydantic model through ``model_dump_json``)."""
+    data: str | None = event.raw_data
+    if data is None and event.data is not None:
+        data = event.data.model_dump_json() if isinstance(event.data, BaseModel) else json.dumps(event.data)
+    return format_sse_event(data_str=data, event=event.event, id=event.id, retry=event.retry, comment=event.comment)
 
 
 async def solve_until_disconnect(
@@ -143,9 +137,9 @@ async def render_solve(
     runtime: Runtime,
     params: SolveParams,
     image: bytes | None,
-    render: Callable[[SearchUpdate | SolveResponse], Iterable[str]],
-    render_error: Callable[[Exception], str],
-) -> AsyncGenerator[str, None]:
+    render: Callable[[SearchUpdate | SolveResponse], Iterable[ServerSentEvent]],
+    render_error: Callable[[Exception], ServerSentEvent],
+) -> AsyncGenerator[ServerSentEvent, None]:
     """The body of a streamed solve: ``render`` writes each event and the response, keep-alives fill the silences,
     and an error after the stream has started is written by ``render_error``."""
     try:
@@ -155,8 +149,8 @@ async def render_solve(
                 if item is None:
                     yield KEEPALIVE
                 else:
-                    for text in render(item):
-                        yield text
+                    for event in render(item):
+                        yield event
     except Exception as exc:
         yield render_error(exc)
 
@@ -180,9 +174,9 @@ class Admission:
 
 def event_stream(
     request: Request,
-    body: Callable[[], AsyncGenerator[str, None]],
+    body: Callable[[], AsyncGenerator[ServerSentEvent, None]],
     on_close: Callable[[], Awaitable[object]] | None = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """An SSE response that holds an admission slot while ``body`` runs (acquired when the stream starts).
 
     A client that disconnects stops the stream; the background step then closes the generators at once (their
@@ -196,12 +190,12 @@ def event_stream(
         if on_close is not None:
             await on_close()
 
-    async def guarded() -> AsyncGenerator[str, None]:
+    async def guarded() -> AsyncGenerator[bytes, None]:
         await admission.acquire()
         try:
-            async with contextlib.aclosing(body()) as chunks:
-                async for chunk in chunks:
-                    yield chunk
+            async with contextlib.aclosing(body()) as events:
+                async for event in events:
+                    yield encode(event)
         finally:
             await release()
 
@@ -211,7 +205,7 @@ def event_stream(
         await chunks.aclose()
         await release()
 
-    return StreamingResponse(chunks, media_type=EVENT_STREAM, headers=SSE_HEADERS, background=BackgroundTask(close))
+    return EventSourceResponse(chunks, headers=SSE_HEADERS, background=BackgroundTask(close))
 
 
 def solve_event_stream(
@@ -220,13 +214,16 @@ def solve_event_stream(
     params: SolveParams,
     image: bytes | None,
     on_close: Callable[[], Awaitable[object]] | None = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """``/solve`` streamed: search events, then ``result`` (the non-streamed body) or ``error``."""
 
-    def render(item: SearchUpdate | SolveResponse) -> Iterable[str]:
-        yield sse("result", item) if isinstance(item, SolveResponse) else sse(item.type, item)
+    def render(item: SearchUpdate | SolveResponse) -> Iterable[ServerSentEvent]:
+        yield ServerSentEvent(event="result" if isinstance(item, SolveResponse) else item.type, data=item)
 
-    def body() -> AsyncGenerator[str, None]:
-        return render_solve(runtime, params, image, render, lambda exc: sse("error", error_body(exc)))
+    def render_error(exc: Exception) -> ServerSentEvent:
+        return ServerSentEvent(event="error", data=error_body(http_error(exc)))
+
+    def body() -> AsyncGenerator[ServerSentEvent, None]:
+        return render_solve(runtime, params, image, render, render_error)
 
     return event_stream(request, body, on_close)

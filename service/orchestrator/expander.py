@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import overload
 
 from atomthink.errors import ContextTooLong, JobFailed
+from atomthink.prompts import SamplingDefaults
 from atomthink.protocol import (
     Candidate,
     PolicyJob,
@@ -52,11 +53,11 @@ class ExpansionStats:
     prm_clock: _BusyClock = field(default_factory=_BusyClock)
 
 
-@dataclass(frozen=True)
-class SamplingDefaults:
-    temperature: float
-    top_p: float
-    top_k: int
+@dataclass(frozen=True, kw_only=True)
+class RequestSampling(SamplingDefaults):
+    """One request's sampling: the model family's defaults (``SamplingDefaults``) as the request and the settings
+    resolved them, and the token budgets of a step and of an answer."""
+
     max_step_tokens: int
     max_answer_tokens: int
 
@@ -75,7 +76,7 @@ class QueueExpander:
         request_id: str,
         question: str,
         image_id: str | None,
-        sampling: SamplingDefaults,
+        sampling: RequestSampling,
         seed: int,
         job_timeout_s: float,
         prompt_preset: str | None = None,

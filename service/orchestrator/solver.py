@@ -16,9 +16,9 @@ from atomthink.settings import Settings
 from atomthink.steps import get_step_rules
 from service import metrics
 from service.events import EventSink
-from service.orchestrator import strategies
-from service.orchestrator.expander import ExpansionStats, QueueExpander, SamplingDefaults
-from service.orchestrator.strategies import SearchConfig, SearchOutcome, StepExpander
+from service.orchestrator.expander import ExpansionStats, QueueExpander, RequestSampling
+from service.orchestrator.strategies import base
+from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander
 from service.orchestrator.tree import SearchTree
 from service.schemas import SolveParams, SolveResponse, Stats, Step, Timings, TreeNode
 
@@ -91,7 +91,7 @@ class Solver:
             request_id=request_id,
             question=question,
             image_id=image_id,
-            sampling=SamplingDefaults(
+            sampling=RequestSampling(
                 temperature=_first(params.temperature, settings.temperature, self.preset.sampling.temperature),
                 top_p=_first(params.top_p, settings.top_p, self.preset.sampling.top_p),
                 top_k=_first(params.top_k, settings.top_k, self.preset.sampling.top_k),
@@ -103,37 +103,34 @@ class Solver:
             prompt_preset=self.preset.name,
             merge_duplicate_paths=settings.prm_merge_duplicate_paths,
         )
-        config = SearchConfig(
+        context = SearchContext(
             max_steps=params.max_steps,
             temperature=expander.sampling.temperature,
-            candidates=params.resolved_candidates,
-            beam_width=params.resolved_beam_width,
-            aggregation=params.resolved_aggregation or "last",
+            choices=tuple(params.choices or ()),
             max_retries=settings.quick_max_retries,
             retry_temperature_step=settings.quick_retry_temperature_step,
-            choices=tuple(params.choices or ()),
-            **self._search_defaults(params),
+            preset=self.preset.search,
         )
         tree = SearchTree(rules=self.rules, sink=sink)
         budget_s = settings.request_timeout_s
         if params.deadline_ms is not None:
             budget_s = min(budget_s, params.deadline_ms / 1000)
-        budgeted = strategies.TokenBudget(expander, params.max_thinking_tokens)
+        budgeted = base.TokenBudget(expander, params.max_thinking_tokens)
         truncated = False
         completed = False
         try:
             async with asyncio.timeout(budget_s):
-                search = self._run_strategy(params, budgeted, tree, config)
-                outcome, truncated = await strategies.within_budget(search, tree, config)
+                search = self._run_strategy(params, budgeted, tree, context)
+                outcome, truncated = await base.within_budget(search, tree, context)
             completed = not truncated
         except TimeoutError:
             truncated = True
-            outcome = strategies.best_so_far(tree, config)
+            outcome = base.best_so_far(tree, context)
         except ContextTooLong:
             if not tree.nodes:  # the first prompt itself cannot fit: the request is refused (400)
                 raise
             truncated = True  # the history outgrew a context window: stop with the best path so far
-            outcome = strategies.best_so_far(tree, config)
+            outcome = base.best_so_far(tree, context)
         finally:
             if not completed:  # a finished strategy awaited every job it sent: nothing is left to cancel
                 await self.client.cancel(request_id)
@@ -142,29 +139,6 @@ class Solver:
         metrics.EXPANDED_NODES.labels(params.mode, params.resolved_strategy or "none").observe(len(tree.nodes))
         return response
 
-    def _search_defaults(self, params: SolveParams) -> dict[str, Any]:
-        """Beam, vote and pruning knobs: the request's where it gives them, else the prompt preset's (beam) or the
-        search defaults (``SearchConfig``)."""
-        preset = self.preset.search
-        return {
-            "beam_start": _first(params.beam_start, preset.beam_start),
-            "keep_invalid": _first(params.keep_invalid, preset.keep_invalid),
-            "temperature_ramp": _first(params.temperature_ramp, preset.temperature_ramp),
-            "ramp_cap": preset.ramp_cap,
-            "max_samples": params.max_samples if params.max_samples is not None else preset.max_samples,
-            "tie_break": _first(params.tie_break, "first"),
-            "adaptive": bool(params.adaptive),
-            "min_candidates": min(
-                _first(params.min_candidates, SearchConfig.min_candidates), params.resolved_candidates
-            ),
-            "wave_size": _first(params.wave_size, SearchConfig.wave_size),
-            "stop_votes": _first(params.stop_votes, SearchConfig.stop_votes),
-            "stop_share": _first(params.stop_share, SearchConfig.stop_share),
-            "prune_fraction": _first(params.prune_fraction, SearchConfig.prune_fraction),
-            "prune_interval": _first(params.prune_interval, SearchConfig.prune_interval),
-            "max_thinking_tokens": params.max_thinking_tokens,
-        }
-
     def _check_first_prompt(self, params: SolveParams, question: str, has_image: bool) -> None:
         assert self.limits is not None
         one_shot = params.mode in ("direct", "cot")
@@ -172,23 +146,18 @@ class Solver:
         budget = self.settings.max_answer_tokens if one_shot else step_tokens
         sampling = SamplingParams(max_new_tokens=budget, min_new_tokens=min(step_tokens, budget) if one_shot else None)
         kind: PromptKind = "direct" if params.mode == "direct" else "cot" if params.mode == "cot" else "step"
-        self.limits.check(kind, question, has_image, sampling, scored=params.mode == "slow")
+        strategy = params.search_strategy
+        self.limits.check(kind, question, has_image, sampling, scored=strategy is not None and strategy.uses_prm)
 
     async def _run_strategy(
-        self, params: SolveParams, expander: StepExpander, tree: SearchTree, config: SearchConfig
+        self, params: SolveParams, expander: StepExpander, tree: SearchTree, context: SearchContext
     ) -> SearchOutcome:
-        if params.mode in ("direct", "cot"):
-            return await strategies.one_shot(expander, tree, config, params.mode)
-        if params.mode == "quick":
-            return await strategies.quick(expander, tree, config)
-        strategy = params.resolved_strategy
-        if strategy in ("beam", "greedy"):
-            return await strategies.beam(expander, tree, config)
-        if strategy == "best_of_n":
-            return await strategies.best_of_n(expander, tree, config)
-        if strategy == "weighted_majority":
-            return await strategies.weighted_majority(expander, tree, config)
-        return await strategies.majority(expander, tree, config)
+        """The registered strategy of the request's mode and strategy, or one generation (direct, cot)."""
+        strategy = params.search_strategy
+        if strategy is None:
+            assert params.mode in ("direct", "cot")
+            return await base.one_shot(expander, tree, context, params.mode)
+        return await strategy.run(expander, tree, context, params.search)
 
 
 def _first(*values: Any) -> Any:

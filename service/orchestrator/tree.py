@@ -8,9 +8,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from atomthink.steps import TINY_RULES, StepRules
-from service.events import EventNode, EventSink, ExpansionEvent, NodeScore, ScoringEvent, SelectionEvent
+from service.events import (
+    EventNode,
+    EventSink,
+    ExpansionEvent,
+    NodeScore,
+    ScoringEvent,
+    SelectionEvent,
+    StrategyEvent,
+)
 
 Aggregation = Literal["min", "last", "mean", "prod"]
+"""How a path's step scores make its score (the request's ``aggregation``)."""
 
 
 def aggregate(scores: Sequence[float], how: Aggregation) -> float:
@@ -124,6 +133,11 @@ class SearchTree:
         if self.sink is not None:
             best_path = [n.id for n in self._best.path()] if self._best is not None else []
             self.sink(SelectionEvent(kept=[n.id for n in kept if n.parent is not None], best_path=best_path))
+
+    def emit(self, event: StrategyEvent) -> None:
+        """Report an event of the strategy's own (see ``StrategyEvent``)."""
+        if self.sink is not None:
+            self.sink(event)
 
 
 def event_node(node: Node) -> EventNode:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
-from starlette.exceptions import HTTPException
+from fastapi.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 router = APIRouter(include_in_schema=False)
 
@@ -20,10 +19,8 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
-@router.get("/static/{name}")
-async def static(name: str) -> FileResponse:
-    """A file of the page; only the files shipped in ``service/web/static`` (no subfolders)."""
-    path = STATIC_DIR / name
-    if "/" in name or name.startswith(".") or path.suffix not in MEDIA_TYPES or not path.is_file():
-        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
-    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])
+def install_web(app: FastAPI) -> None:
+    """The page at ``/`` and its files under ``/static/`` (Starlette's ``StaticFiles``: only what is in
+    ``service/web/static``; a path that leaves it, or names nothing there, is a 404)."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

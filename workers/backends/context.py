@@ -10,6 +10,7 @@ image tokens), never the weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -35,19 +36,22 @@ def context_window(config: Any) -> int | None:
     return int(window) if isinstance(window, int) and window > 0 else None
 
 
-def prompt_text(
-    preset: PromptPreset, tokenizer: Any, processor: Any, request: GenerationRequest, with_image: bool
+def render_prompt_text(
+    template_owner: Any, preset: PromptPreset, request: GenerationRequest, *, multimodal: bool
 ) -> str:
-    """The exact prompt string the transformers policy feeds its tokenizer or processor."""
+    """The exact prompt string every policy backend feeds its tokenizer, processor or engine: the preset's text in
+    the checkpoint's chat template (``template_owner``: the processor of a multimodal checkpoint, whose template
+    takes the image part first, or a text tokenizer, which takes plain string content), or without a template the
+    image placeholder line first. The transformers policy, the vLLM policy and the context check all use it."""
+    with_image = request.image is not None and multimodal
     prompt = preset.render(request.kind, request.question, request.steps)
-    template_owner = processor if processor is not None else tokenizer
     if getattr(template_owner, "chat_template", None):
-        messages = chat_messages(prompt, has_image=with_image)
-        if processor is None:  # text-only tokenizers take plain string content
-            messages = [{"role": "user", "content": prompt}]
+        messages: list[dict[str, object]] = (
+            chat_messages(prompt, has_image=with_image) if multimodal else [{"role": "user", "content": prompt}]
+        )
         return str(template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     if with_image:
-        return f"{processor.image_token}\n{prompt}"
+        return f"{template_owner.image_token}\n{prompt}"
     return prompt
 
 
@@ -69,7 +73,10 @@ class PolicyWindow:
             return None
         processor = AutoProcessor.from_pretrained(model_path) if hasattr(config, "vision_config") else None
         tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(model_path)
-        return cls(resolve_prompt_preset(preset, model_path), tokenizer, processor, window)
+        counter = cls(resolve_prompt_preset(preset, model_path), tokenizer, processor, window)
+        if counter.multimodal:
+            counter.image_tokens()  # measured while loading (in a thread), not by the first request on a loop
+        return counter
 
     @property
     def multimodal(self) -> bool:
@@ -79,14 +86,15 @@ class PolicyWindow:
         """Positions an image adds beyond its one placeholder token (the processor expands it), measured once."""
         if self._image_tokens is None:
             marker = self.processor.image_token
-            expanded = self.processor(images=[Image.new("RGB", (32, 32))], text=[marker], return_tensors="pt")
+            expanded = self.processor(images=[Image.new("RGB", (32, 32))], text=[marker])
             plain = self.tokenizer(marker, add_special_tokens=False)["input_ids"]
-            self._image_tokens = int(expanded["input_ids"].shape[1]) - len(plain)
+            self._image_tokens = len(expanded["input_ids"][0]) - len(plain)
         return self._image_tokens
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         with_image = request.image is not None and self.multimodal
-        text = prompt_text(self.preset, self.tokenizer, self.processor, request, with_image)
+        owner = self.processor if self.multimodal else self.tokenizer
+        text = render_prompt_text(owner, self.preset, request, multimodal=self.multimodal)
         count = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return count + (self.image_tokens() if with_image else 0)
 
@@ -173,7 +181,12 @@ class FirstPromptCheck:
                 prm = PrmWindow.from_checkpoint(settings.prm_model, settings.prm_preset)
             except (OSError, ValueError) as exc:
                 log.warning("no context check of the PRM at the gateway: %s", exc)
-        return cls(policy, prm)
+        check = cls(policy, prm)
+        # one check now, while loading in a thread: the chat template's compilation and the tokenizers' first calls
+        # (tens of milliseconds) are not paid by the first request, on the gateway's event loop
+        with contextlib.suppress(ContextTooLong):
+            check.check("step", "1 + 1 = ?", policy is not None and policy.multimodal, SamplingParams(), scored=True)
+        return check
 
     def check(self, kind: PromptKind, question: str, has_image: bool, sampling: SamplingParams, scored: bool) -> None:
         if self.policy is not None:

@@ -22,7 +22,7 @@ from transformers import (
 from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason, SamplingParams
 from workers.backends.base import GenerationRequest
-from workers.backends.context import PolicyWindow, prompt_text
+from workers.backends.context import PolicyWindow, render_prompt_text
 from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,10 @@ class TransformersPolicy:
         return results
 
     def _prompt_text(self, request: GenerationRequest, with_image: bool) -> str:
-        return prompt_text(self.preset, self.tokenizer, self.processor, request, with_image)
+        """The prompt (``with_image`` is ``request.image is not None and self.multimodal``, as its group says)."""
+        assert with_image == (request.image is not None and self.multimodal)
+        owner = self.processor if self.multimodal else self.tokenizer
+        return render_prompt_text(owner, self.preset, request, multimodal=self.multimodal)
 
     def fit(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` cut to the context window, or ``ContextTooLong`` (``workers.backends.context``)."""

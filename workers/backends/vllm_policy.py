@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from atomthink.prompts import PromptPreset, chat_messages, resolve_prompt_preset
+from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason
 from atomthink.protocol import SamplingParams as JobSampling
 from atomthink.settings import Settings
 from workers.backends.base import EngineDead, GenerationRequest
+from workers.backends.context import render_prompt_text
 from workers.backends.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
@@ -48,22 +49,6 @@ def engine_kwargs(settings: Settings, *, multimodal: bool = True) -> dict[str, A
     if multimodal:
         kwargs["limit_mm_per_prompt"] = {"image": 1}
     return kwargs
-
-
-def render_prompt_text(
-    template_owner: Any, preset: PromptPreset, request: GenerationRequest, *, multimodal: bool
-) -> str:
-    """The prompt text, exactly as the transformers policy builds it (chat template, image placeholder first)."""
-    with_image = request.image is not None and multimodal
-    prompt = preset.render(request.kind, request.question, request.steps)
-    if getattr(template_owner, "chat_template", None):
-        messages: list[dict[str, object]] = (
-            chat_messages(prompt, has_image=with_image) if multimodal else [{"role": "user", "content": prompt}]
-        )
-        return str(template_owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-    if with_image:
-        return f"{template_owner.image_token}\n{prompt}"
-    return prompt
 
 
 def build_prompt(text: str, request: GenerationRequest, *, multimodal: bool) -> dict[str, Any]:

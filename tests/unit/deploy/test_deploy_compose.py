@@ -341,3 +341,14 @@ def test_every_panel_query_parses(tmp_path: Path) -> None:
         yaml.safe_dump({"groups": [{"name": "bad", "rules": [{"record": "x", "expr": "sum(rate(x[1m])"}]}]})
     )
     assert subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True).returncode != 0
+
+
+def test_gateway_takes_api_keys_from_an_env_file_outside_git() -> None:
+    [env_file] = SERVICES["gateway"]["env_file"]
+    assert env_file["required"] is False  # absent: the one-node demo stays open
+    assert not any("API_KEYS" in name for name in env_of(SERVICES["gateway"]))  # no key in the compose file
+    assert f"/{env_file['path']}" in (REPO / ".gitignore").read_text().splitlines()
+    example = (REPO / f"{env_file['path']}.example").read_text()
+    lines = [line for line in example.splitlines() if line and not line.startswith("#")]
+    name, value = lines[0].split("=", 1)
+    assert Settings(**{name.removeprefix("ATOMTHINK_").lower(): json.loads(value)}).api_keys  # the example parses

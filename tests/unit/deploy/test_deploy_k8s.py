@@ -132,3 +132,12 @@ def test_cuda_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert '".[vllm]"' in text
     for source in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (REPO / source).exists(), source
+
+
+def test_gateway_reads_its_api_keys_from_a_secret() -> None:
+    [(deployment, container)] = [(d, c) for d, c in containers() if c["name"] == "gateway"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    [mount] = [m for m in container["volumeMounts"] if env["ATOMTHINK_API_KEYS_FILE"].startswith(m["mountPath"] + "/")]
+    assert volumes[mount["name"]]["secret"]["secretName"] == "atomthink-api-keys"
+    assert not any("API_KEYS" in name and name != "ATOMTHINK_API_KEYS_FILE" for name in env)  # no key in the manifest

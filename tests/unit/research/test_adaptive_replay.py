@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from research.eval.suites import RunConfig, custom_plan
 from research.training import adaptive
-from service.orchestrator import strategies
-from service.orchestrator.strategies import SearchConfig
 from service.orchestrator.tree import SearchTree
+from tests.unit.service import flat_config as strategies
+from tests.unit.service.flat_config import SearchConfig
 
 FINAL = "To sum up, the final answer is: "
 

@@ -6,9 +6,9 @@ import asyncio
 
 from atomthink.protocol import PrmJob, PrmResult
 from atomthink.queue.memory import InMemoryStepQueue
-from service.orchestrator.expander import QueueExpander, SamplingDefaults
+from service.orchestrator.expander import QueueExpander, RequestSampling
 
-SAMPLING = SamplingDefaults(temperature=0.7, top_p=0.9, top_k=50, max_step_tokens=32, max_answer_tokens=64)
+SAMPLING = RequestSampling(temperature=0.7, top_p=0.9, top_k=50, max_step_tokens=32, max_answer_tokens=64)
 
 
 async def score_through_queue(merge: bool) -> tuple[list[list[float]], PrmJob]:

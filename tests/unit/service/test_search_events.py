@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from service.api.openai_routes import accepted_path
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
-from service.orchestrator import strategies
-from service.orchestrator.strategies import SearchConfig
 from service.orchestrator.tree import SearchTree
+from tests.unit.service import flat_config as strategies
+from tests.unit.service.flat_config import SearchConfig
 from tests.unit.service.test_strategies import FINAL, ScriptedExpander
 
 Event = ExpansionEvent | ScoringEvent | SelectionEvent

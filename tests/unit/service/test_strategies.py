@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from atomthink.protocol import Candidate, PromptKind
-from service.orchestrator import strategies
-from service.orchestrator.strategies import SearchConfig
 from service.orchestrator.tree import SearchTree, aggregate
+from tests.unit.service import flat_config as strategies
+from tests.unit.service.flat_config import SearchConfig
 
 FINAL = "To sum up, the final answer is: "
 
