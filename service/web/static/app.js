@@ -108,8 +108,7 @@ function strategyNames(spec) {
     if (Array.isArray(schema.enum)) schema.enum.forEach((v) => typeof v === "string" && found.add(v));
     for (const key of ["anyOf", "oneOf", "allOf"]) (schema[key] || []).forEach(visit);
   };
-  const params = schemas.SolveParams || schemas.SolveRequest || {};
-  visit((params.properties || {}).strategy);
+  for (const schema of Object.values(schemas)) visit((schema.properties || {}).strategy); // /solve's request models
   return [...found];
 }
 
