@@ -31,6 +31,7 @@ class ConfidenceParams(StrategyParams):
     """Fields of every confidence strategy: the paths and how many top log-probabilities each token reports."""
 
     candidates: int = Field(DEFAULT_PATHS, ge=1, le=64)
+    """Whole paths sampled (N)."""
     top_logprobs: int | None = Field(None, ge=1, le=20)
     """Top log-probabilities per generated token that the confidence is computed from (DeepConf's k); unset: the
     server's ATOMTHINK_TOP_LOGPROBS (20)."""

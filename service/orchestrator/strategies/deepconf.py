@@ -71,6 +71,7 @@ STRATEGY = register(
         params=DeepConfParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         uses_prm=False,
         path_level=True,
     )

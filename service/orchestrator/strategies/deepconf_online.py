@@ -37,6 +37,7 @@ class DeepConfOnlineParams(DeepConfParams):
     """DeepConf online's fields: ``candidates`` is the ceiling of paths."""
 
     candidates: int = Field(16, ge=1, le=64)
+    """Most paths sampled, the warm-up included (the ceiling)."""
     warmup: int = Field(4, ge=1, le=64)
     """Paths of the warm-up wave that sets the threshold (at most candidates)."""
     wave_size: int = Field(2, ge=1, le=64)
@@ -123,6 +124,7 @@ STRATEGY = register(
         params=DeepConfOnlineParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates (the ceiling)",
         uses_prm=False,
         path_level=True,
     )

@@ -18,7 +18,6 @@ from pydantic import Field, model_validator
 
 from service.events import StrategyEvent
 from service.orchestrator.strategies.base import (
-    Candidates,
     ScoredParams,
     SearchContext,
     SearchOutcome,
@@ -38,7 +37,8 @@ DEFAULT_SUBTREE_WIDTH = 2
 class DvtsParams(ScoredParams):
     """DVTS's fields: the budget N, the candidates per subtree step M (N / M subtrees) and the aggregation."""
 
-    candidates: Candidates = DEFAULT_BUDGET
+    candidates: int = Field(DEFAULT_BUDGET, ge=1, le=64)
+    """The budget N: candidate steps per round over all subtrees (candidates / beam_width subtrees)."""
     beam_width: int = Field(DEFAULT_SUBTREE_WIDTH, ge=1, le=16)
     """Candidates per subtree and step (search-and-learn's M): candidates / beam_width subtrees are searched."""
     aggregation: Aggregation = "last"
@@ -102,5 +102,6 @@ STRATEGY = register(
         params=DvtsParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates (candidates / beam_width subtrees x beam_width)",
     )
 )

@@ -22,7 +22,6 @@ from pydantic import BaseModel, Field
 from service.events import StrategyEvent
 from service.orchestrator import particles
 from service.orchestrator.strategies.base import (
-    Candidates,
     SearchContext,
     SearchOutcome,
     StepExpander,
@@ -39,7 +38,8 @@ DEFAULT_PARTICLES = 4
 class ParticleFilterParams(StrategyParams):
     """Particle filtering's fields (its_hub's knobs)."""
 
-    candidates: Candidates = DEFAULT_PARTICLES
+    candidates: int = Field(DEFAULT_PARTICLES, ge=1, le=64)
+    """Particles (its_hub's budget): each is extended by one step per round."""
     aggregation: Aggregation = "last"
     """How a particle's step scores make the score its weight is the logit of (last: its latest step's, its_hub's)."""
     weight_temperature: float = Field(1.0, gt=0, le=100)
@@ -134,5 +134,6 @@ STRATEGY = register(
         params=ParticleFilterParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates (particles)",
     )
 )

@@ -38,6 +38,7 @@ STRATEGY = register(
         params=SelfCertaintyParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         uses_prm=False,
         path_level=True,
     )

@@ -61,6 +61,7 @@ STRATEGY = register(
         params=SelfCertaintyVoteParams,
         search=search,
         cost=lambda params: params.candidates,
+        cost_doc="candidates",
         uses_prm=False,
         path_level=True,
     )
