@@ -317,6 +317,30 @@ def test_in_process_vllm_worker_solves_through_redis(vllm_cluster: tuple[ServerP
     assert "atomthink_worker_inflight_jobs" in httpx.get(worker.metrics_url).text
 
 
+def test_in_process_vllm_worker_serves_the_confidence_strategies(
+    vllm_cluster: tuple[ServerProcess, WorkerProcess, str],
+) -> None:
+    """DeepConf and self-certainty read the in-process engine's token log-probabilities (``SamplingParams.logprobs``
+    on ``AsyncLLM``) through the queue; no PRM call; a seeded request replays."""
+    gateway, _, _ = vllm_cluster
+    problem = make_problem(HELDOUT_SEED, 3)
+    bodies: list[dict[str, object]] = [
+        {"question": text_question(problem), "mode": "slow", "strategy": strategy, "candidates": 4, "seed": 2,
+         "return_tree": True, "temperature": 1.0}
+        for strategy in ("deepconf", "deepconf_online", "self_certainty_vote")
+    ]  # fmt: skip
+    responses = asyncio.run(_solve(gateway.url, bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies), [r.text for r in responses]
+    for response in responses:
+        body = response.json()
+        assert body["stats"]["prm_calls"] == 0 and body["stats"]["prompt_tokens"] > 0
+        assert body["tree"] and (body["vote_weights"] or not body["final"]), body
+    again = asyncio.run(_solve(gateway.url, bodies[:1]))[0].json()
+    assert again["steps"] == responses[0].json()["steps"] and again["vote_weights"] == pytest.approx(
+        responses[0].json()["vote_weights"], rel=1e-3
+    )
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus binary is missing (install.sh)")
 def test_dashboards_answer_latency_against_candidates_from_vllm_runs(
     vllm_cluster: tuple[ServerProcess, WorkerProcess, str], tmp_path: Path
