@@ -85,8 +85,9 @@ async def search(
             (leaf, book.trace(leaf, params.measure)) for i, leaf in enumerate(new) if leaf.final and i not in halted
         ]
         leaves += new
-        if voters:
-            tree.best = confidence_vote([v for v, _ in voters], [c for _, c in voters], context)[0]
+        if voters:  # the voting paths stay alive on the page; the leader's is the best so far
+            leader = confidence_vote([v for v, _ in voters], [c for _, c in voters], context)[0]
+            tree.select([v for v, _ in voters], best=leader)
     saved = steps_saved(leaves, stopped, params.candidates)
     if not voters:
         finished = [leaf for leaf in leaves if leaf.final] or leaves

@@ -105,8 +105,6 @@ async def search(
     tree.best = chosen
     if chosen.final:
         return SearchOutcome(chosen, context.answer_of(chosen.text), final=True)
-    if chosen is tree.root:
-        return await fallback_answer(expander, chosen, context)
     return await fallback_answer(expander, chosen, context)
 
 
