@@ -34,6 +34,10 @@ class SearchDefaults:
     max_samples: int | None = None
     """No new depth starts once this many candidates were drawn (official v1 ``try_n_total_step``, v2
     ``max_sampling_count``); ``None``: only ``max_steps`` bounds the search."""
+    quick_stop_on_invalid: bool = False
+    """QuickThink: a step still invalid after its resamples ends the reasoning (the fallback prompt answers), as the
+    official QuickThink's ``break`` does (v1 ``quick_thinking``, v2 ``atomthink_quick.py``); False keeps the last
+    resample and goes on."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ ATOMTHINK_V1 = PromptPreset(
     image_prefix="<image>\n",
     step_rules="atomthink-v1",
     # v1 ``slow_thinking`` and ``eval_configs/MathVista.json``: 2 beams x 3 candidates, budget try_n_total_step=200.
-    search=SearchDefaults(beam_start="beams", keep_invalid=True, max_samples=200),
+    search=SearchDefaults(beam_start="beams", keep_invalid=True, max_samples=200, quick_stop_on_invalid=True),
     sampling=SamplingDefaults(temperature=1.0, top_p=0.9, top_k=10),  # eval_configs/MathVista.json
 )
 
@@ -144,7 +148,14 @@ ATOMTHINK_V2 = PromptPreset(
     step_rules="atomthink-v2",
     # v2 ``atomthink_slow.py``: temperature += 0.5 per candidate, capped at 1.0; ``sampling_count`` starts at 1 and
     # the loop runs while it is below max_sampling_count (300 in configs/inference/mathverse.yaml): 299 samples.
-    search=SearchDefaults(beam_start="beams", keep_invalid=True, temperature_ramp=0.5, ramp_cap=1.0, max_samples=299),
+    search=SearchDefaults(
+        beam_start="beams",
+        keep_invalid=True,
+        temperature_ramp=0.5,
+        ramp_cap=1.0,
+        max_samples=299,
+        quick_stop_on_invalid=True,
+    ),
     sampling=SamplingDefaults(temperature=0.2, top_p=0.7, top_k=50),  # configs/inference/mathverse.yaml
 )
 

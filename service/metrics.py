@@ -6,7 +6,8 @@ from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service.schemas import PATH_LEVEL_STRATEGIES, Mode, Stats, Strategy
+from service.orchestrator.strategies import registry
+from service.schemas import PATH_LEVEL_STRATEGIES, Mode, Stats
 
 CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SOLVE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
@@ -94,8 +95,9 @@ def candidate_bucket(candidates: int) -> str:
 
 
 MODE_STRATEGIES = [(mode, "none") for mode in get_args(Mode) if mode != "slow"] + [
-    ("slow", strategy) for strategy in get_args(Strategy)
+    ("slow", strategy) for strategy in registry.names("slow")
 ]
+"""Every (mode, strategy) label pair: the slow strategies are the registry's."""
 
 
 def _export_zeros() -> None:

@@ -172,6 +172,11 @@ class Stats(BaseModel):
     policy_calls: int
     prm_calls: int
     generated_tokens: int
+    prompt_tokens: int = Field(
+        0,
+        description="Prompt tokens the policy read: each policy call's prompt once (image positions included); 0 "
+        "where the policy backend cannot tell.",
+    )
     expanded_nodes: int
     paths: int | None = Field(None, description="Path-level strategies: whole paths sampled.")
     paths_ceiling: int | None = Field(None, description="Path-level strategies: the candidates asked for.")

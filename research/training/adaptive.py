@@ -45,8 +45,15 @@ class ReplayExpander:
                 self.prefix_scores.setdefault(tuple(path[:k]), list(path_scores[:k]))
 
     async def propose(
-        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+        self,
+        steps: Sequence[str],
+        n: int,
+        *,
+        kind: PromptKind = "step",
+        temperature: float | None = None,
+        logprobs: int | None = None,
     ) -> list[Candidate]:
+        """The next recorded steps (the recorded paths carry no log-probabilities: ``logprobs`` is ignored)."""
         if kind == "final":
             return [Candidate(text="", num_tokens=0, finish_reason="eos") for _ in range(n)]
         state = tuple(steps)

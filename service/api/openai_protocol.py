@@ -152,7 +152,9 @@ class ReasoningDetails(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = Field(description="Not counted by the workers: 0.")
+    prompt_tokens: int = Field(
+        description="Prompt tokens the policy read over the whole search: each policy call's prompt once."
+    )
     completion_tokens: int = Field(description="Every token the search sampled, rejected and pruned steps included.")
     total_tokens: int
     completion_tokens_details: ReasoningDetails
@@ -234,10 +236,11 @@ def finish_reason(response: SolveResponse) -> Literal["stop", "length"]:
 
 def usage(response: SolveResponse) -> Usage:
     tokens = response.stats.generated_tokens
+    prompt = response.stats.prompt_tokens
     return Usage(
-        prompt_tokens=0,
+        prompt_tokens=prompt,
         completion_tokens=tokens,
-        total_tokens=tokens,
+        total_tokens=prompt + tokens,
         completion_tokens_details=ReasoningDetails(reasoning_tokens=tokens),
     )
 

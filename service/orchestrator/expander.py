@@ -48,6 +48,9 @@ class ExpansionStats:
     policy_calls: int = 0
     prm_calls: int = 0
     generated_tokens: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens the policy read: each policy job's prompt once (its ``n`` candidates share it), as OpenAI's
+    ``usage.prompt_tokens`` counts a request with ``n`` choices."""
     queue_s: float = 0.0
     policy_clock: _BusyClock = field(default_factory=_BusyClock)
     prm_clock: _BusyClock = field(default_factory=_BusyClock)
@@ -124,8 +127,16 @@ class QueueExpander:
         return result
 
     async def propose(
-        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+        self,
+        steps: Sequence[str],
+        n: int,
+        *,
+        kind: PromptKind = "step",
+        temperature: float | None = None,
+        logprobs: int | None = None,
     ) -> list[Candidate]:
+        """``n`` candidates of one state (one policy job); with ``logprobs``, each carries its tokens' top-``logprobs``
+        log-probabilities."""
         params = SamplingParams(
             n=n,
             temperature=self.sampling.temperature if temperature is None else temperature,
@@ -138,6 +149,7 @@ class QueueExpander:
             if kind in ("direct", "cot", "final")
             else None,
             seed=self._next_seed(),
+            logprobs=logprobs,
         )
         job = PolicyJob(
             request_id=self.request_id,
@@ -153,6 +165,7 @@ class QueueExpander:
         if len(result.candidates) != n:
             raise JobFailed(f"policy worker returned {len(result.candidates)} candidates for n={n}")
         self.stats.generated_tokens += sum(c.num_tokens for c in result.candidates)
+        self.stats.prompt_tokens += result.candidates[0].prompt_tokens if result.candidates else 0
         return result.candidates
 
     async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:

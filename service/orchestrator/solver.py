@@ -110,6 +110,8 @@ class Solver:
             max_retries=settings.quick_max_retries,
             retry_temperature_step=settings.quick_retry_temperature_step,
             preset=self.preset.search,
+            seed=seed,
+            top_logprobs=settings.top_logprobs,
         )
         tree = SearchTree(rules=self.rules, sink=sink)
         budget_s = settings.request_timeout_s
@@ -219,6 +221,7 @@ def _stats(params: SolveParams, outcome: SearchOutcome, tree: SearchTree, stats:
         policy_calls=stats.policy_calls,
         prm_calls=stats.prm_calls,
         generated_tokens=stats.generated_tokens,
+        prompt_tokens=stats.prompt_tokens,
         expanded_nodes=len(tree.nodes),
     )
     if outcome.paths is None:

@@ -173,6 +173,35 @@ def test_policy_prompt_and_seeds_match_the_transformers_backend(
         assert (candidate.text, candidate.finish_reason) == (local.text, local.finish_reason)
 
 
+def test_policy_logprobs_match_the_transformers_backend(
+    remote_policy: OpenAIPolicy, local_policy: TransformersPolicy
+) -> None:
+    """Asked for ``logprobs``, a remote choice carries the transformers backend's own token log-probabilities (the
+    adapter serves them through ``logprobs`` / ``top_logprobs`` as vLLM does); unasked, none travel."""
+    request = step_request(seed=4, n=2)
+    asked = GenerationRequest(
+        request.kind,
+        request.question,
+        request.steps,
+        request.image,
+        request.sampling.model_copy(update={"logprobs": 3}),
+    )
+    remote = remote_policy.generate([asked])[0]
+    assert all(c.token_logprobs is None for c in remote_policy.generate([request])[0])
+    for i, candidate in enumerate(remote):
+        sampling = SamplingParams(n=1, seed=4 * SEED_STRIDE + i, max_new_tokens=8, logprobs=3)
+        [[local]] = local_policy.generate(
+            [GenerationRequest("step", "What is A?", ["A is 3."], request.image, sampling)]
+        )
+        assert candidate.text == local.text
+        assert candidate.prompt_tokens == local.prompt_tokens > 0, "usage.prompt_tokens carries the prompt's length"
+        assert candidate.token_logprobs == pytest.approx(local.token_logprobs, abs=1e-5)
+        assert candidate.top_logprobs is not None and local.top_logprobs is not None
+        assert len(candidate.top_logprobs) == len(local.top_logprobs)
+        for remote_top, local_top in zip(candidate.top_logprobs, local.top_logprobs, strict=True):
+            assert remote_top == pytest.approx(local_top, abs=1e-5)
+
+
 def test_vllm_prompt_text_matches_the_transformers_backend(local_policy: TransformersPolicy) -> None:
     for request in (step_request(seed=0), GenerationRequest("cot", "Q?", [], None, SamplingParams())):
         with_image = request.image is not None

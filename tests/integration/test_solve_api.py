@@ -29,7 +29,7 @@ MODES: list[dict[str, Any]] = [
 ]
 RESPONSE_FIELDS = {"id", "answer", "steps", "mode", "strategy", "stats", "timings_ms", "truncated"}
 PATH_FIELDS = {"paths", "paths_ceiling", "paths_saved", "paths_pruned", "tokens_saved", "stop_reason"}
-STATS_FIELDS = {"policy_calls", "prm_calls", "generated_tokens", "expanded_nodes", *PATH_FIELDS}
+STATS_FIELDS = {"policy_calls", "prm_calls", "generated_tokens", "prompt_tokens", "expanded_nodes", *PATH_FIELDS}
 
 
 def _solve(gateway: ServerProcess, fields: dict[str, Any], image: bytes | None) -> httpx.Response:
@@ -51,6 +51,7 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
     _check_spend(fields, body["stats"])
     assert set(body["timings_ms"]) == {"total", "policy", "prm", "queue"}
     assert body["stats"]["policy_calls"] >= 1 and body["stats"]["generated_tokens"] >= 1
+    assert body["stats"]["prompt_tokens"] >= 1, "the workers count the prompts the policy read"
     if fields.get("strategy") == "majority" and "tie_break" not in fields:
         # a plain vote (adaptive or not) needs no PRM (OpenR): no PRM job at all, no step scores
         assert body["stats"]["prm_calls"] == 0 and body["timings_ms"]["prm"] == 0

@@ -187,6 +187,34 @@ def test_policy_on_vllm_greedy_steps_equal_the_transformers_policy(remote_policy
     assert [[c.text for c in r] for r in remote] == [[c.text for c in r] for r in local.generate(requests)]
 
 
+def test_policy_on_vllm_logprobs_equal_the_transformers_policy(remote_policy: OpenAIPolicy) -> None:
+    """``logprobs`` through ``vllm serve``: per generated token the sampled token's log-probability and the top 5,
+    the same raw distribution the transformers backend reports (sampled at T = 1.6: vLLM reports before the
+    temperature, as the transformers backend does)."""
+    local = TransformersPolicy(str(TEXT_POLICY), device="cpu")
+    requests = [step_request(i, 1, n=1, seed=0, temperature=0.0) for i in range(3)]
+    asked = [
+        GenerationRequest(r.kind, r.question, r.steps, r.image, r.sampling.model_copy(update={"logprobs": 5}))
+        for r in requests
+    ]
+    remote, here = remote_policy.generate(asked), local.generate(asked)
+    for [r], [h] in zip(remote, here, strict=True):
+        assert r.text == h.text and r.token_logprobs is not None and h.token_logprobs is not None
+        assert len(r.token_logprobs) == r.num_tokens == h.num_tokens
+        assert r.prompt_tokens == h.prompt_tokens > 0, "vLLM's usage.prompt_tokens: the same prompt tokens"
+        assert r.token_logprobs == pytest.approx(h.token_logprobs, abs=2e-3)
+        assert r.top_logprobs is not None and h.top_logprobs is not None
+        for remote_top, local_top in zip(r.top_logprobs, h.top_logprobs, strict=True):
+            assert remote_top == pytest.approx(local_top, abs=2e-3)
+    hot = step_request(0, 1, n=2, seed=1, temperature=1.6)
+    [candidates] = remote_policy.generate([hot.__class__(hot.kind, hot.question, hot.steps, None,
+                                                         hot.sampling.model_copy(update={"logprobs": 5}))])  # fmt: skip
+    [[greedy]] = here[:1]
+    for candidate in candidates:
+        assert candidate.top_logprobs is not None and greedy.top_logprobs is not None
+        assert candidate.top_logprobs[0] == pytest.approx(greedy.top_logprobs[0], abs=2e-3)
+
+
 def test_policy_on_vllm_same_seed_same_candidates(remote_policy: OpenAIPolicy) -> None:
     """vLLM seeds each request's sampler (child ``i`` with ``seed + i``): a seeded request replays, alone or among
     other requests in the engine's running batch."""
@@ -287,6 +315,30 @@ def test_in_process_vllm_worker_solves_through_redis(vllm_cluster: tuple[ServerP
     assert jobs >= sum(r.json()["stats"]["policy_calls"] for r in responses)
     assert worker.metric("atomthink_worker_batch_jobs_sum") / jobs > 1.5, "jobs ran side by side in the engine"
     assert "atomthink_worker_inflight_jobs" in httpx.get(worker.metrics_url).text
+
+
+def test_in_process_vllm_worker_serves_the_confidence_strategies(
+    vllm_cluster: tuple[ServerProcess, WorkerProcess, str],
+) -> None:
+    """DeepConf and self-certainty read the in-process engine's token log-probabilities (``SamplingParams.logprobs``
+    on ``AsyncLLM``) through the queue; no PRM call; a seeded request replays."""
+    gateway, _, _ = vllm_cluster
+    problem = make_problem(HELDOUT_SEED, 3)
+    bodies: list[dict[str, object]] = [
+        {"question": text_question(problem), "mode": "slow", "strategy": strategy, "candidates": 4, "seed": 2,
+         "return_tree": True, "temperature": 1.0}
+        for strategy in ("deepconf", "deepconf_online", "self_certainty_vote")
+    ]  # fmt: skip
+    responses = asyncio.run(_solve(gateway.url, bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies), [r.text for r in responses]
+    for response in responses:
+        body = response.json()
+        assert body["stats"]["prm_calls"] == 0 and body["stats"]["prompt_tokens"] > 0
+        assert body["tree"] and (body["vote_weights"] or not body["final"]), body
+    again = asyncio.run(_solve(gateway.url, bodies[:1]))[0].json()
+    assert again["steps"] == responses[0].json()["steps"] and again["vote_weights"] == pytest.approx(
+        responses[0].json()["vote_weights"], rel=1e-3
+    )
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus binary is missing (install.sh)")

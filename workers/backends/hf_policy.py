@@ -28,6 +28,34 @@ from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_
 log = logging.getLogger(__name__)
 
 
+def token_logprobs(
+    logits: Sequence[torch.Tensor], generated: torch.Tensor, ks: Sequence[int | None]
+) -> list[tuple[list[float], list[list[float]]] | None]:
+    """Per row (None where ``ks`` says no): the sampled token's log-probability and the ``k`` highest ones at each
+    generated position, from ``generate``'s raw ``logits`` (one ``(rows, vocab)`` tensor per position)."""
+    if not logits:
+        return [None if k is None else ([], []) for k in ks]
+    top_k = max((k for k in ks if k is not None), default=0)
+    picked, tops = [], []
+    for position, step_logits in enumerate(logits):
+        logprobs = torch.log_softmax(step_logits.float(), dim=-1)
+        picked.append(logprobs.gather(1, generated[:, position : position + 1]).squeeze(1))
+        tops.append(torch.topk(logprobs, k=top_k, dim=-1).values if top_k else logprobs[:, :0])
+    picked_rows = torch.stack(picked, dim=1).tolist()
+    top_rows = torch.stack(tops, dim=1).tolist()
+    return [
+        None if k is None else (picked_rows[row], [values[:k] for values in top_rows[row]]) for row, k in enumerate(ks)
+    ]
+
+
+def with_logprobs(candidate: Candidate, picked: Sequence[float], top: Sequence[Sequence[float]]) -> Candidate:
+    """``candidate`` with the log-probabilities of its ``num_tokens`` generated tokens (padding after EOS dropped)."""
+    n = candidate.num_tokens
+    return candidate.model_copy(
+        update={"token_logprobs": list(picked[:n]), "top_logprobs": [list(values) for values in top[:n]]}
+    )
+
+
 class TransformersPolicy:
     """Generates every candidate of every request of a batch in one ``generate`` call per input shape group.
 
@@ -119,6 +147,9 @@ class TransformersPolicy:
         if stop_at_delimiter and self.preset.step_delimiter is not None:  # None: the step ends at EOS
             kwargs = {"stop_strings": [self.preset.step_delimiter], "tokenizer": self.tokenizer}
         sampler = PerRowSampler(rows, row_indices, self.device)
+        wants_logprobs = any(r.logprobs is not None for r in rows)
+        if wants_logprobs:  # raw logits of every generated position, before our sampler forces its pick
+            kwargs |= {"output_logits": True, "return_dict_in_generate": True}
         with self._lock, torch.inference_mode():
             self._calls += 1
             output = self.model.generate(
@@ -133,8 +164,20 @@ class TransformersPolicy:
                 top_k=None,
                 **kwargs,
             )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        candidates = [self._to_candidate(ids, stop_at_delimiter, max_new_tokens) for ids in new_tokens]
+        sequences = output.sequences if wants_logprobs else output
+        generated = sequences[:, inputs["input_ids"].shape[1] :]
+        new_tokens = generated.tolist()
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        candidates = [
+            self._to_candidate(ids, stop_at_delimiter, max_new_tokens).model_copy(update={"prompt_tokens": int(used)})
+            for ids, used in zip(new_tokens, prompt_lengths, strict=True)
+        ]
+        if wants_logprobs:
+            reports = token_logprobs(output.logits, generated, [r.logprobs for r in rows])
+            candidates = [
+                c if report is None else with_logprobs(c, *report)
+                for c, report in zip(candidates, reports, strict=True)
+            ]
         grouped: list[list[Candidate]] = []
         offset = 0
         for request in batch:

@@ -23,7 +23,7 @@ from typing import Literal
 from PIL import Image
 
 from atomthink.prompts import PromptPreset, resolve_prompt_preset
-from atomthink.protocol import Candidate
+from atomthink.protocol import MAX_TOP_LOGPROBS, Candidate
 from atomthink.settings import Settings
 from workers.backends.base import GenerationRequest
 from workers.backends.openai_wire import (
@@ -100,7 +100,26 @@ def chat_request(
         continue_final_message=continue_steps,
         add_generation_prompt=not continue_steps,
         return_token_ids=True,
+        logprobs=sampling.logprobs is not None,
+        top_logprobs=None if sampling.logprobs is None else remote_top_logprobs(sampling.logprobs),
     )
+
+
+def remote_top_logprobs(k: int) -> int:
+    """``top_logprobs`` to ask a vLLM server for ``k`` true top log-probabilities: vLLM lists the sampled token
+    first and then the ranked ones, cutting the list at ``top_logprobs``, so one more entry is asked for and the
+    ``k`` highest are kept (``choice_logprobs``). At vLLM's cap of 20 the 20th may be the sampled token instead."""
+    return min(k + 1, MAX_TOP_LOGPROBS) if k > 0 else 0
+
+
+def choice_logprobs(choice: ChatChoice, k: int) -> tuple[list[float], list[list[float]]]:
+    """The sampled token's log-probability and the ``k`` highest at each position of a choice."""
+    if choice.logprobs is None or choice.logprobs.content is None:
+        raise RemoteError(f"server returned no logprobs for choice {choice.index}")
+    content = choice.logprobs.content
+    picked = [position.logprob for position in content]
+    top = [sorted((t.logprob for t in position.top_logprobs), reverse=True)[:k] for position in content]
+    return picked, top
 
 
 @dataclass(frozen=True)
@@ -113,14 +132,25 @@ class _Child:
     stop_reason: int | str | None
 
 
-def candidates_from_response(response: ChatCompletionResponse, *, n: int, delimiter: str | None) -> list[Candidate]:
-    """``n`` candidates in choice order; token counts from ``token_ids`` or, without them, an even share."""
+def candidates_from_response(
+    response: ChatCompletionResponse, *, n: int, delimiter: str | None, logprobs: int | None = None
+) -> list[Candidate]:
+    """``n`` candidates in choice order; token counts from ``token_ids`` or, without them, an even share (or the
+    logprobs' length when asked for); with ``logprobs``, each candidate's token log-probabilities."""
     if len(response.choices) != n:
         raise RemoteError(f"server returned {len(response.choices)} of {n} choices")
     share = response.usage.completion_tokens // max(n, 1)
     candidates = []
     for choice in sorted(response.choices, key=lambda c: c.index):
-        candidates.append(candidate_from_output(_child(choice, share), delimiter=delimiter))
+        candidate = candidate_from_output(_child(choice, share), delimiter=delimiter).model_copy(
+            update={"prompt_tokens": response.usage.prompt_tokens}
+        )
+        if logprobs is not None:
+            picked, top = choice_logprobs(choice, logprobs)
+            if choice.token_ids is None:  # the logprobs count the generated tokens exactly
+                candidate = candidate.model_copy(update={"num_tokens": len(picked)})
+            candidate = candidate.model_copy(update={"token_logprobs": picked, "top_logprobs": top})
+        candidates.append(candidate)
     return candidates
 
 
@@ -190,7 +220,9 @@ class OpenAIPolicy:
         payload = chat_request(self.preset, request, model=self.model, history=self.history, image_url=url)
         response = await self._client.post(self.url, payload, ChatCompletionResponse)
         delimiter = self.preset.step_delimiter if request.kind == "step" else None
-        return candidates_from_response(response, n=request.sampling.n, delimiter=delimiter)
+        return candidates_from_response(
+            response, n=request.sampling.n, delimiter=delimiter, logprobs=request.sampling.logprobs
+        )
 
     def close(self) -> None:
         self._client.close()

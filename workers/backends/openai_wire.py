@@ -54,6 +54,10 @@ class ChatCompletionRequest(_Wire):
     include_stop_str_in_output: bool = False
     return_token_ids: bool = False
     """vLLM extension: each choice carries its generated ``token_ids``."""
+    logprobs: bool = False
+    """Each choice carries the sampled tokens' log-probabilities (``choices[i].logprobs.content``)."""
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    """With ``logprobs``: also this many most likely tokens' log-probabilities per position."""
 
 
 class AssistantMessage(_Wire):
@@ -61,9 +65,27 @@ class AssistantMessage(_Wire):
     content: str
 
 
+class TopLogprob(_Wire):
+    token: str = ""
+    logprob: float
+
+
+class TokenLogprob(_Wire):
+    """One generated position: the sampled token's log-probability and the most likely tokens' (``top_logprobs``)."""
+
+    token: str = ""
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(_Wire):
+    content: list[TokenLogprob] | None = None
+
+
 class ChatChoice(_Wire):
     index: int
     message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | str | None
     stop_reason: int | str | None = None
     """vLLM extension: the stop string (or token id) that ended the choice; ``None`` for EOS."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,6 +80,8 @@ def sampling_kwargs(sampling: JobSampling, *, stop: str | None) -> dict[str, Any
         "max_tokens": sampling.max_new_tokens,
         "seed": engine_seed(sampling.seed, sampling.n),
     }
+    if sampling.logprobs is not None:
+        kwargs["logprobs"] = sampling.logprobs
     if stop is not None:
         kwargs["stop"] = [stop]
         kwargs["include_stop_str_in_output"] = True
@@ -113,6 +115,35 @@ def candidate_from_output(output: CompletionLike, *, delimiter: str | None) -> C
         text = text[: text.index(delimiter)]
         finish = "delimiter"
     return Candidate(text=text.strip(), num_tokens=len(output.token_ids), finish_reason=finish)
+
+
+class LogprobLike(Protocol):
+    """What ``logprobs_from_output`` reads of ``vllm.logprobs.Logprob``."""
+
+    @property
+    def logprob(self) -> float: ...
+    @property
+    def rank(self) -> int | None: ...
+
+
+def logprobs_from_output(
+    positions: Sequence[Mapping[int, LogprobLike]], token_ids: Sequence[int], k: int
+) -> tuple[list[float], list[list[float]]]:
+    """The sampled token's log-probability and the ``k`` highest at each position, from a child's ``logprobs`` (per
+    position a map from token id to ``Logprob``: the top ``k`` by rank plus the sampled token, whatever its rank)."""
+    if len(positions) != len(token_ids):
+        raise RuntimeError(f"vLLM reported log-probabilities for {len(positions)} of {len(token_ids)} tokens")
+    picked: list[float] = []
+    top: list[list[float]] = []
+    for position, token_id in zip(positions, token_ids, strict=True):
+        picked.append(float(position[token_id].logprob))
+        ranked = sorted((lp for lp in position.values() if lp.rank is not None and lp.rank <= k), key=_rank)
+        top.append([float(lp.logprob) for lp in ranked[:k]])
+    return picked, top
+
+
+def _rank(logprob: LogprobLike) -> int:
+    return logprob.rank if logprob.rank is not None else 0
 
 
 def _load_template_owner(model: str) -> tuple[Any, bool]:
@@ -237,7 +268,19 @@ class VllmPolicy:
             got = 0 if final is None else len(final.outputs)
             raise RuntimeError(f"vLLM returned {got} of {request.sampling.n} candidates")
         children = sorted(final.outputs, key=lambda child: child.index)
-        return [candidate_from_output(child, delimiter=delimiter) for child in children]
+        prompt_tokens = len(final.prompt_token_ids or [])
+        candidates = [
+            candidate_from_output(child, delimiter=delimiter).model_copy(update={"prompt_tokens": prompt_tokens})
+            for child in children
+        ]
+        k = request.sampling.logprobs
+        if k is None:
+            return candidates
+        reports = [logprobs_from_output(child.logprobs or [], child.token_ids, k) for child in children]
+        return [
+            c.model_copy(update={"token_logprobs": picked, "top_logprobs": top})
+            for c, (picked, top) in zip(candidates, reports, strict=True)
+        ]
 
     def close(self) -> None:
         """Shut the engine down and stop its loop thread."""

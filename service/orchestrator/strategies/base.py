@@ -41,7 +41,13 @@ class StepExpander(Protocol):
     """
 
     async def propose(
-        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+        self,
+        steps: Sequence[str],
+        n: int,
+        *,
+        kind: PromptKind = "step",
+        temperature: float | None = None,
+        logprobs: int | None = None,
     ) -> list[Candidate]: ...
 
     async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
@@ -66,6 +72,10 @@ class SearchContext:
     """QuickThink: temperature added per resample (the server's setting)."""
     preset: SearchDefaults = field(default_factory=SearchDefaults)
     """The prompt preset's search defaults (the official SlowThink's beam knobs for the released checkpoints)."""
+    seed: int = 0
+    """The request's seed: strategies that draw at random (particle resampling) seed their generator with it."""
+    top_logprobs: int = 20
+    """Top log-probabilities per token a confidence strategy asks for when its request does not say (settings)."""
 
     def answer_of(self, text: str) -> str:
         """The answer a final step states (an option letter when the request has choices)."""
@@ -133,11 +143,17 @@ class TokenBudget:
         self.spent = 0
 
     async def propose(
-        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+        self,
+        steps: Sequence[str],
+        n: int,
+        *,
+        kind: PromptKind = "step",
+        temperature: float | None = None,
+        logprobs: int | None = None,
     ) -> list[Candidate]:
         if self.limit is not None and self.spent >= self.limit:
             raise ThinkingBudgetExhausted(f"{self.spent} tokens generated, budget {self.limit}")
-        candidates = await self.inner.propose(steps, n, kind=kind, temperature=temperature)
+        candidates = await self.inner.propose(steps, n, kind=kind, temperature=temperature, logprobs=logprobs)
         self.spent += sum(c.num_tokens for c in candidates)
         return candidates
 

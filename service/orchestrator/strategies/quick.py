@@ -15,13 +15,22 @@ from service.orchestrator.tree import Node, SearchTree
 
 
 class QuickParams(StrategyParams):
-    """QuickThink takes no fields of its own: its retries are the server's settings (``ATOMTHINK_QUICK_*``)."""
+    """QuickThink's field; its retries are the server's settings (``ATOMTHINK_QUICK_*``)."""
+
+    stop_on_invalid: bool | None = None
+    """A step still invalid after its resamples ends the reasoning and the fallback prompt answers (the official
+    QuickThink); false keeps the last resample and goes on; unset: the prompt preset's (on for atomthink-v1/v2)."""
 
 
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: QuickParams
 ) -> SearchOutcome:
-    """One step per policy call; the last resample is kept even when invalid (the step budget bounds the loop)."""
+    """One step per policy call. A step still invalid after its resamples either ends the reasoning (the fallback
+    prompt answers after the steps accepted so far; the rejected step stays in the tree) or is kept (the step budget
+    bounds the loop)."""
+    stop_on_invalid = (
+        params.stop_on_invalid if params.stop_on_invalid is not None else context.preset.quick_stop_on_invalid
+    )
     node = tree.root
     for _ in range(context.max_steps):
         chosen: Node | None = None
@@ -32,6 +41,9 @@ async def search(
             if chosen.invalid is None:
                 break
         assert chosen is not None
+        if chosen.invalid is not None and stop_on_invalid:
+            tree.best = node
+            return await fallback_answer(expander, node, context)
         chosen.invalid = None
         node = tree.best = chosen
         if node.final:

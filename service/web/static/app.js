@@ -12,11 +12,15 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   image: null, // data URL
-  nodes: new Map(), // id -> {id, parent, text, depth, final, invalid, score, children: []}
+  nodes: new Map(), // id -> {id, parent, text, depth, final, invalid, score, confidence, weight, children: []}
   roots: [],
   kept: new Set(),
   live: null, // Set of ids still alive after the last selection (null before any)
   bestPath: [],
+  stopped: new Set(), // nodes where a confidence rule stopped their path (DeepConf online)
+  particles: new Map(), // id -> particles on the node after the last resampling (particle filtering)
+  heads: new Map(), // id -> subtree index of the node each DVTS subtree keeps
+  threshold: null, // DeepConf online's stop threshold
   controller: null,
   started: 0,
 };
@@ -32,6 +36,10 @@ function resetTree() {
   state.kept = new Set();
   state.live = null;
   state.bestPath = [];
+  state.stopped = new Set();
+  state.particles = new Map();
+  state.heads = new Map();
+  state.threshold = null;
   $("answer").textContent = "-";
   $("steps").replaceChildren();
   $("timings").replaceChildren();
@@ -69,6 +77,41 @@ function numberField(id) {
   return value === "" ? undefined : Number(value);
 }
 
+const WIDTH_STRATEGIES = new Set(["beam", "dvts"]); // strategies that take beam_width
+
+// The strategy menu lists what the server's registry serves (the enum of /solve's `strategy` in its OpenAPI schema).
+async function loadStrategies() {
+  const response = await fetch("/openapi.json");
+  if (!response.ok) return;
+  const spec = await response.json();
+  const names = strategyNames(spec);
+  if (!names.length) return;
+  const select = $("strategy");
+  const current = select.value;
+  select.replaceChildren(
+    ...names.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      return option;
+    }),
+  );
+  select.value = names.includes(current) ? current : names[0];
+}
+
+function strategyNames(spec) {
+  const schemas = (spec.components && spec.components.schemas) || {};
+  const found = new Set();
+  const visit = (schema) => {
+    if (!schema || typeof schema !== "object") return;
+    if (schema.$ref) return visit(schemas[schema.$ref.split("/").pop()]);
+    if (Array.isArray(schema.enum)) schema.enum.forEach((v) => typeof v === "string" && found.add(v));
+    for (const key of ["anyOf", "oneOf", "allOf"]) (schema[key] || []).forEach(visit);
+  };
+  for (const schema of Object.values(schemas)) visit((schema.properties || {}).strategy); // /solve's request models
+  return [...found];
+}
+
 function requestBody() {
   const mode = $("mode").value;
   const body = { question: $("question").value.trim(), mode, stream: true, max_steps: numberField("max-steps") };
@@ -76,7 +119,7 @@ function requestBody() {
   if (mode === "slow") {
     body.strategy = $("strategy").value;
     body.candidates = numberField("candidates");
-    if (body.strategy === "beam") body.beam_width = numberField("beam-width");
+    if (WIDTH_STRATEGIES.has(body.strategy)) body.beam_width = numberField("beam-width");
   }
   body.temperature = numberField("temperature");
   body.seed = numberField("seed");
@@ -146,6 +189,9 @@ function dispatch(block) {
   if (name === "expansion") onExpansion(payload);
   else if (name === "scoring") onScoring(payload);
   else if (name === "selection") onSelection(payload);
+  else if (name === "confidence") onConfidence(payload);
+  else if (name === "particles") onParticles(payload);
+  else if (name === "subtrees") onSubtrees(payload);
   else if (name === "result") onResult(payload);
   else if (name === "error") showError(payload);
 }
@@ -153,7 +199,7 @@ function dispatch(block) {
 // ---- events -----------------------------------------------------------------------------------------------
 function onExpansion(event) {
   for (const node of event.nodes) {
-    const entry = { ...node, score: null, children: [] };
+    const entry = { ...node, score: null, confidence: null, weight: null, children: [] };
     state.nodes.set(node.id, entry);
     if (node.parent === null) state.roots.push(entry);
     else state.nodes.get(node.parent).children.push(entry);
@@ -176,6 +222,35 @@ function onSelection(event) {
   state.kept = new Set(event.kept);
   state.bestPath = event.best_path;
   state.live = new Set(event.kept.flatMap(ancestors));
+  render();
+}
+
+// DeepConf and self-certainty: each new step's confidence; the paths a low confidence stopped.
+function onConfidence(event) {
+  for (const { id, confidence, self_certainty } of event.nodes) {
+    const node = state.nodes.get(id);
+    if (node) Object.assign(node, { confidence, selfCertainty: self_certainty });
+  }
+  for (const id of event.stopped) state.stopped.add(id);
+  if (event.threshold !== null && event.threshold !== undefined) state.threshold = event.threshold;
+  render();
+}
+
+// Particle filtering: each particle's resampling probability, and how many particles each node carries now.
+function onParticles(event) {
+  for (const { id, weight } of event.weights) {
+    const node = state.nodes.get(id);
+    if (node) node.weight = weight;
+  }
+  state.particles = new Map();
+  for (const id of event.drawn) state.particles.set(id, (state.particles.get(id) || 0) + 1);
+  render();
+}
+
+// DVTS: the node each subtree keeps.
+function onSubtrees(event) {
+  state.heads = new Map();
+  event.heads.forEach((id, index) => id !== null && state.heads.set(id, index));
   render();
 }
 
@@ -229,6 +304,12 @@ function showError(body) {
 }
 
 // ---- drawing ----------------------------------------------------------------------------------------------
+function confidenceColor(confidence) {
+  // token confidence (minus the mean top-k log-probability): about 1 (flat) to 10 and more (certain)
+  const hue = Math.round(120 * Math.max(0, Math.min(1, (confidence - 1) / 6)));
+  return `hsl(${hue}, 45%, 55%)`;
+}
+
 function scoreColor(score) {
   const hue = Math.round(120 * Math.max(0, Math.min(1, score)));
   return `hsl(${hue}, 70%, ${hue > 90 ? 38 : 45}%)`;
@@ -282,25 +363,41 @@ function render() {
     }
     const pruned = state.live !== null && node.depth <= deepestKept && !state.live.has(node.id);
     const classes = ["node"];
-    if (node.score === null) classes.push("unscored");
+    if (node.score === null && node.confidence === null) classes.push("unscored");
     const alive = state.live !== null && state.live.has(node.id);
-    if ((node.invalid && !alive) || pruned) classes.push("dim"); // an invalid step the search kept is not dimmed
+    const stopped = state.stopped.has(node.id);
+    if ((node.invalid && !alive) || pruned || stopped) classes.push("dim"); // an invalid step kept is not dimmed
+    if (stopped) classes.push("stopped");
     if (chosen.has(node.id)) classes.push("chosen");
     if (node.final) classes.push("final");
     const group = svg("g", { class: classes.join(" "), "data-id": node.id, transform: `translate(${at.x},${at.y})` });
     const circle = svg("circle", { r: 7 });
     if (node.score !== null) circle.setAttribute("fill", scoreColor(node.score));
+    else if (node.confidence !== null) circle.setAttribute("fill", confidenceColor(node.confidence));
     const title = svg("title", {});
-    const why = node.invalid ? ` [rejected: ${node.invalid}]` : pruned ? " [pruned]" : "";
-    const score = node.score === null ? "not scored" : `PRM ${node.score.toFixed(3)}`;
-    title.textContent = `#${node.id} ${node.text} (${score})${why}`;
+    const why = node.invalid
+      ? ` [rejected: ${node.invalid}]`
+      : stopped
+        ? ` [stopped: confidence below ${state.threshold?.toFixed(3)}]`
+        : pruned
+          ? " [pruned]"
+          : "";
+    const facts = [node.score === null ? "not scored" : `PRM ${node.score.toFixed(3)}`];
+    if (node.confidence !== null) {
+      facts.push(`confidence ${node.confidence.toFixed(3)}`, `self-certainty ${node.selfCertainty.toFixed(3)}`);
+    }
+    if (node.weight !== null) facts.push(`particle weight ${node.weight.toFixed(3)}`);
+    if (state.particles.has(node.id)) facts.push(`${state.particles.get(node.id)} particle(s) here`);
+    if (state.heads.has(node.id)) facts.push(`kept by subtree ${state.heads.get(node.id) + 1}`);
+    title.textContent = `#${node.id} ${node.text} (${facts.join(", ")})${why}`;
     const short = node.text.length > labelChars ? `${node.text.slice(0, labelChars - 1)}…` : node.text;
     const label = svg("text", { x: 11, y: 4 });
     label.textContent = short;
     group.append(circle, title, label);
-    if (node.score !== null) {
+    const badge = node.score !== null ? node.score.toFixed(2) : node.confidence !== null ? node.confidence.toFixed(1) : null;
+    if (badge !== null) {
       const value = svg("text", { class: "score", x: -9, y: -9 });
-      value.textContent = node.score.toFixed(2);
+      value.textContent = state.particles.has(node.id) ? `${badge} ×${state.particles.get(node.id)}` : badge;
       group.append(value);
     }
     group.addEventListener("click", () => {
@@ -310,7 +407,8 @@ function render() {
   }
   root.replaceChildren(edges, dots);
   const scored = [...state.nodes.values()].filter((n) => n.score !== null).length;
-  $("counts").textContent = state.nodes.size ? `${state.nodes.size} nodes, ${scored} scored` : "";
+  const stopped = state.stopped.size ? `, ${state.stopped.size} stopped` : "";
+  $("counts").textContent = state.nodes.size ? `${state.nodes.size} nodes, ${scored} scored${stopped}` : "";
 }
 
 // ---- wiring -----------------------------------------------------------------------------------------------
@@ -339,12 +437,15 @@ function init() {
   const toggle = () => {
     const slow = $("mode").value === "slow";
     for (const id of ["strategy", "candidates", "beam-width"]) $(id).disabled = !slow;
-    if (slow && $("strategy").value !== "beam") $("beam-width").disabled = true;
+    if (slow && !WIDTH_STRATEGIES.has($("strategy").value)) $("beam-width").disabled = true;
   };
   $("mode").addEventListener("change", toggle);
   $("strategy").addEventListener("change", toggle);
   toggle();
   render();
+  loadStrategies()
+    .then(toggle)
+    .catch(() => {}); // the static menu stays when the schema cannot be read
 }
 
 init();

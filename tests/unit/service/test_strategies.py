@@ -27,7 +27,13 @@ class ScriptedExpander:
         self.known_calls: list[list[list[float]]] = []
 
     async def propose(
-        self, steps: Sequence[str], n: int, *, kind: PromptKind = "step", temperature: float | None = None
+        self,
+        steps: Sequence[str],
+        n: int,
+        *,
+        kind: PromptKind = "step",
+        temperature: float | None = None,
+        logprobs: int | None = None,
     ) -> list[Candidate]:
         state = tuple(steps)
         self.calls.append((state, n, kind, temperature))

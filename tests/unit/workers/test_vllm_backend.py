@@ -62,6 +62,7 @@ class FakeCompletion:
 @dataclass
 class FakeRequestOutput:
     outputs: list[FakeCompletion] = field(default_factory=list)
+    prompt_token_ids: list[int] | None = None
 
 
 def test_engine_args_from_settings() -> None:
