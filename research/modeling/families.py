@@ -74,8 +74,22 @@ def _finish(model: Any, processor: Any, out: Path, preset: str) -> Path:
     return out
 
 
-def build_qwen_vl(out_dir: str | Path, family: str = "qwen2-vl", preset: str = "atomthink-v1", seed: int = 0) -> Path:
-    """A tiny Qwen2-VL or Qwen2.5-VL (``family`` ``qwen2.5-vl``): 56x56 pixel images, 4 image tokens."""
+class TorchvisionMissing(RuntimeError):
+    """The family's processor cannot be built here: transformers' video processors need torchvision."""
+
+
+def build_qwen_vl(
+    out_dir: str | Path,
+    family: str = "qwen2-vl",
+    preset: str = "atomthink-v1",
+    seed: int = 0,
+    with_processor: bool = True,
+) -> Path:
+    """A tiny Qwen2-VL or Qwen2.5-VL (``family`` ``qwen2.5-vl``): 56x56 pixel images, 4 image tokens.
+
+    ``Qwen2VLProcessor`` requires a video processor, and transformers' video processors require torchvision: without
+    it this raises ``TorchvisionMissing`` (``with_processor=False`` saves what can be built: model, tokenizer and
+    image processor)."""
     from transformers import Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -106,8 +120,9 @@ def build_qwen_vl(out_dir: str | Path, family: str = "qwen2-vl", preset: str = "
     if family == "qwen2-vl":
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-        vision: dict[str, Any] = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
-                  "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}  # fmt: skip
+        vision: dict[str, Any] = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2,
+                                  "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                                  "in_channels": 3}  # fmt: skip
         model: Any = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens))
     elif family == "qwen2.5-vl":
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -121,7 +136,21 @@ def build_qwen_vl(out_dir: str | Path, family: str = "qwen2-vl", preset: str = "
     pixels = 56 * 56
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": pixels, "longest_edge": pixels},
                                                patch_size=14, merge_size=2, temporal_patch_size=2)  # fmt: skip
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_VL_TEMPLATE)
+    if not with_processor:  # the model, its tokenizer and image processor, without the torchvision-bound processor
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        image_processor.save_pretrained(out)
+        return out
+    try:
+        processor = Qwen2VLProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_VL_TEMPLATE
+        )
+    except (AttributeError, ImportError, ValueError) as exc:
+        raise TorchvisionMissing(
+            f"the {family} processor needs a video processor, which needs torchvision ({type(exc).__name__}: {exc})"
+        ) from exc
     return _finish(model, processor, Path(out_dir), preset)
 
 

@@ -60,6 +60,9 @@ class ClusterLabelConfig:
     """Resamples of a step the preset's rules reject (the last one is kept)."""
     concurrency: int = 32
     """Problems labelled at once; each keeps up to ``samples * rollouts`` jobs in flight."""
+    max_jobs_in_flight: int = 96
+    """Policy jobs submitted and not yet answered, at most (enough to fill a few workers' batches; each waiting
+    submit may hold one of the Redis client's 100 pooled connections while it enqueues)."""
     prm_preset: str = "math-psa"
     """Whose step tag joins the steps of ``process`` in the records (``atomthink.prm_format``)."""
     seed: int = 0
@@ -103,6 +106,7 @@ class ClusterLabeller:
         self.rules: StepRules = get_step_rules(preset.step_rules)
         self.max_new_tokens = max_new_tokens
         self.job_timeout_s = job_timeout_s
+        self._in_flight = asyncio.Semaphore(cfg.max_jobs_in_flight)
 
     async def _steps(
         self, item: EvalItem, image_id: str | None, prefix: Sequence[str], n: int, temperature: float, tag: object
@@ -128,7 +132,8 @@ class ClusterLabeller:
                     seed=_seed(self.cfg.seed, item.id, tag, len(prefix), attempt),
                 ),
             )
-            result = await self.client.call(job, self.job_timeout_s)
+            async with self._in_flight:
+                result = await self.client.call(job, self.job_timeout_s)
             jobs += 1
             if result.error is not None:
                 raise LabelJobFailed(f"{item.id}: {result.error.code}: {result.error.message}")
@@ -174,14 +179,19 @@ class ClusterLabeller:
         return match_answer(prediction_of(None, path, item), item).correct
 
     async def label(self, item: EvalItem, image: bytes | None) -> ProblemLabels:
+        """Sample ``samples`` paths of one problem (duplicates merged) and label each."""
         image_id = await self.client.put_image(image) if image is not None else None
-        out = ProblemLabels(item)
-        sampled, out.jobs = await self.complete(item, image_id, [], self.cfg.samples, self.cfg.temperature, "sample")
+        sampled, jobs = await self.complete(item, image_id, [], self.cfg.samples, self.cfg.temperature, "sample")
         unique: dict[tuple[str, ...], list[str]] = {}
         for path in sampled:
             unique.setdefault(tuple(path), path)
-        out.paths = list(unique.values())
-        out.correct = [self.correct(item, p) for p in out.paths]
+        out = await self.label_paths(item, image_id, list(unique.values()))
+        out.jobs += jobs
+        return out
+
+    async def label_paths(self, item: EvalItem, image_id: str | None, paths: list[list[str]]) -> ProblemLabels:
+        """Math-Shepherd hard labels of given paths of one problem (all ``+`` for a right path; rollouts otherwise)."""
+        out = ProblemLabels(item, paths=paths, correct=[self.correct(item, p) for p in paths])
         temperature = self.cfg.rollout_temperature if self.cfg.rollout_temperature is not None else self.cfg.temperature
 
         async def label_path(k: int, path: list[str]) -> tuple[list[str], int, int]:
@@ -200,10 +210,10 @@ class ClusterLabeller:
                 labels.append("+")
             return labels + ["-"] * (len(path) - len(labels)), rollouts, jobs
 
-        results = await asyncio.gather(*(label_path(k, p) for k, p in enumerate(out.paths)))
+        results = await asyncio.gather(*(label_path(k, p) for k, p in enumerate(paths)))
         out.labels = [lab for lab, _, _ in results]
         out.rollouts = sum(r for _, r, _ in results)
-        out.jobs += sum(j for _, _, j in results)
+        out.jobs = sum(j for _, _, j in results)
         return out
 
 

@@ -141,3 +141,35 @@ def negatives(
                 continue
             made += 1
             yield Negative(kind, [*steps[:k], bad], ["+"] * k + ["-"])
+
+
+def write_negatives(
+    data: str, out: str, kinds: Sequence[str], per_kind: int, prm_preset: str = "math-psa", seed: int = 0
+) -> dict[str, object]:
+    """Negatives of every all-``+`` path of a PRM-layout JSONL, written as PRM records with their ``corruption``."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from atomthink.prm_format import get_prm_preset
+    from research.data.records import read_jsonl
+    from research.training.step_judge import split_steps
+
+    tag = get_prm_preset(prm_preset).step_tag
+    rng = random.Random(seed)
+    made: Counter[str] = Counter()
+    sources = 0
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        for record in read_jsonl(Path(data)):
+            if "-" in record["label"]:
+                continue
+            sources += 1
+            steps = split_steps(record["process"], tag)
+            for k, negative in enumerate(negatives(record["question"], steps, rng, kinds, per_kind)):
+                made[negative.kind] += 1
+                extra = {key: record[key] for key in ("image", "answer") if key in record}
+                f.write(json.dumps({"id": f"{record.get('id', sources)}-n{k}", "question": record["question"],
+                                    "process": "".join(s + tag for s in negative.steps), "label": negative.labels,
+                                    "corruption": negative.kind, **extra}) + "\n")  # fmt: skip
+    return {"source_paths": sources, "negatives": sum(made.values()), "by_kind": dict(made)}
