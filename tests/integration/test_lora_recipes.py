@@ -28,7 +28,8 @@ from tests.conftest import model_env
 from tests.real_vocab import qwen_tokenizer
 from workers.backends.base import GenerationRequest, ScoreRequest
 
-pytestmark = pytest.mark.integration
+# training under a loaded CPU takes minutes per checkpoint: each test may train one (the rest are cached)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 STEPS = ["Step 1: A is 3.", "Step 2: 3 + 4 = 7.", "To sum up, the final answer is: 7"]
@@ -66,11 +67,29 @@ def _train_sft(family: str, root: Path, data: Path, **extra: Any) -> dict[str, A
     return train_lora_sft(cfg)
 
 
+class Trained:
+    """Trains each family's (or PRM's) checkpoint on first use and keeps it for the module's tests."""
+
+    def __init__(self, root: Path, sft_data: Path) -> None:
+        self.root = root
+        self.sft_data = sft_data
+        self.policies: dict[str, tuple[Path, Any]] = {}
+        self.prms: dict[str, tuple[Path, Any]] = {}
+
+    def policy(self, family: str) -> tuple[Path, Any]:
+        if family not in self.policies:
+            self.policies[family] = (self.root / f"sft-{family}", _train_sft(family, self.root, self.sft_data))
+        return self.policies[family]
+
+    def prm(self, preset: str) -> tuple[Path, Any]:
+        if preset not in self.prms:
+            self.prms[preset] = _train_prm(preset, self.root)
+        return self.prms[preset]
+
+
 @pytest.fixture(scope="module")
-def trained_policies(tmp_path_factory: pytest.TempPathFactory, sft_data: Path) -> dict[str, tuple[Path, Any]]:
-    root = tmp_path_factory.mktemp("sft")
-    families = ["llava", "mllama"] + (["qwen2-vl", "qwen2.5-vl"] if HAS_TORCHVISION else [])
-    return {f: (root / f"sft-{f}", _train_sft(f, root, sft_data)) for f in families}
+def trained(tmp_path_factory: pytest.TempPathFactory, sft_data: Path) -> Trained:
+    return Trained(tmp_path_factory.mktemp("trained"), sft_data)
 
 
 def _prm_records(path: Path, preset: str) -> Path:
@@ -85,22 +104,17 @@ def _prm_records(path: Path, preset: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained_prms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
-    """A Math-psa causal-LM PRM and a Qwen2ForProcessRewardModel, both on the real Qwen vocabulary."""
-    root = tmp_path_factory.mktemp("prm")
-    out: dict[str, tuple[Path, Any]] = {}
-    for preset in ("math-psa", "qwen-prm"):
-        tokenizer = qwen_tokenizer()
-        tokenizer.chat_template = QWEN_CHAT
-        if preset == "qwen-prm":
-            tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
-        base = build_qwen2_prm(root / f"base-{preset}", tokenizer, preset)
-        cfg = LoraPrmConfig(model=str(base), data=[str(_prm_records(root / f"{preset}.jsonl", preset))],
-                            out=str(root / f"prm-{preset}"), prm_preset=preset, max_steps=12, batch_size=8,
-                            grad_accum=1, lr=1e-2, lora_r=8, logging_steps=1)  # fmt: skip
-        out[preset] = (root / f"prm-{preset}", train_lora_prm(cfg))
-    return out
+def _train_prm(preset: str, root: Path) -> tuple[Path, Any]:
+    """A Math-psa causal-LM PRM or a Qwen2ForProcessRewardModel, on the real Qwen vocabulary."""
+    tokenizer = qwen_tokenizer()
+    tokenizer.chat_template = QWEN_CHAT
+    if preset == "qwen-prm":
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<extra_0>"]})
+    base = build_qwen2_prm(root / f"base-{preset}", tokenizer, preset)
+    cfg = LoraPrmConfig(model=str(base), data=[str(_prm_records(root / f"{preset}.jsonl", preset))],
+                        out=str(root / f"prm-{preset}"), prm_preset=preset, max_steps=12, batch_size=8,
+                        grad_accum=1, lr=1e-2, lora_r=8, logging_steps=1)  # fmt: skip
+    return root / f"prm-{preset}", train_lora_prm(cfg)
 
 
 def test_markov_examples_from_both_record_layouts(sft_data: Path) -> None:
@@ -113,14 +127,12 @@ def test_markov_examples_from_both_record_layouts(sft_data: Path) -> None:
 
 
 @pytest.mark.parametrize("family", ["llava", "mllama", "qwen2-vl", "qwen2.5-vl"])
-def test_sft_lora_trains_and_the_policy_backend_serves_it(
-    family: str, trained_policies: dict[str, tuple[Path, Any]]
-) -> None:
-    if family not in trained_policies:
+def test_sft_lora_trains_and_the_policy_backend_serves_it(family: str, trained: Trained) -> None:
+    if family.startswith("qwen") and not HAS_TORCHVISION:
         pytest.skip(f"{family}: its processor needs torchvision, which cannot import beside the CPU torch here")
     from workers.backends.hf_policy import TransformersPolicy
 
-    out, summary = trained_policies[family]
+    out, summary = trained.policy(family)
     assert _went_down(summary["losses"]), summary["losses"]
     assert summary["examples"] == 5 and summary["trainable_parameters"] > 0
     assert json.loads((out / "atomthink.json").read_text()) == {"prompt_preset": "atomthink-v1"}
@@ -152,12 +164,10 @@ def test_qwen_vl_models_build_from_config_and_train_lora_text_only(family: str, 
 
 
 @pytest.mark.parametrize("preset", ["math-psa", "qwen-prm"])
-def test_prm_lora_trains_and_the_prm_backend_scores_with_it(
-    preset: str, trained_prms: dict[str, tuple[Path, Any]]
-) -> None:
+def test_prm_lora_trains_and_the_prm_backend_scores_with_it(preset: str, trained: Trained) -> None:
     from workers.backends.hf_prm import TransformersPrm
 
-    out, summary = trained_prms[preset]
+    out, summary = trained.prm(preset)
     assert _went_down(summary["losses"]), summary["losses"]
     config = json.loads((out / "config.json").read_text())
     expected = "Qwen2ForProcessRewardModel" if preset == "qwen-prm" else "Qwen2ForCausalLM"
@@ -175,12 +185,11 @@ def test_prm_lora_trains_and_the_prm_backend_scores_with_it(
 def test_a_gateway_solves_with_the_trained_policy_and_prm(
     family: str,
     prm_preset: str,
-    trained_policies: dict[str, tuple[Path, Any]],
-    trained_prms: dict[str, tuple[Path, Any]],
+    trained: Trained,
     sample_png: bytes,
     tmp_path: Path,
 ) -> None:
-    models = {"policy": trained_policies[family][0], "prm": trained_prms[prm_preset][0]}
+    models = {"policy": trained.policy(family)[0], "prm": trained.prm(prm_preset)[0]}
     env = model_env(models, ATOMTHINK_MAX_STEP_TOKENS="8")
     with ServerProcess(["serve"], env, log_path=tmp_path / "serve.log") as server:
         fields = {"question": "What is A + 4?", "mode": "slow", "strategy": "beam", "candidates": "2",
