@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from atomthink.errors import AtomThinkError
 from atomthink.prm_format import get_prm_preset
 from atomthink.prompts import PromptPreset, format_question, resolve_prompt_preset
 from atomthink.protocol import PolicyJob, SamplingParams
@@ -258,19 +259,21 @@ async def label_with_cluster(
     out = Path(cfg.out)
     gate = asyncio.Semaphore(cfg.concurrency)
     bar = tqdm(total=len(items), desc="rollout labels", unit="problem", disable=not progress)
-    results: list[ProblemLabels] = []
     t0 = time.perf_counter()
 
-    async def one(item: EvalItem) -> ProblemLabels:
+    async def one(item: EvalItem) -> ProblemLabels | tuple[EvalItem, str]:
         async with gate:
-            image = await asyncio.to_thread(_read_image, item)
-            result = await labeller.label(item, image)
+            try:
+                image = await asyncio.to_thread(_read_image, item)
+                result: ProblemLabels | tuple[EvalItem, str] = await labeller.label(item, image)
+            except (AtomThinkError, LabelJobFailed, OSError) as exc:  # the problem is recorded as failed, not lost
+                result = (item, f"{type(exc).__name__}: {exc}"[:500])
         bar.update(1)
         bar.set_postfix(problems_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
         return result
 
     try:
-        results = await asyncio.gather(*(one(item) for item in items))
+        results = list(await asyncio.gather(*(one(item) for item in items)))
     finally:
         bar.close()
         if own:
@@ -290,12 +293,17 @@ async def label_with_cluster(
     return summary
 
 
-def write_records(out: Path, results: list[ProblemLabels], step_tag: str) -> Counter[str]:
-    """``prm.jsonl`` of all labelled paths; returns the counts for the summary."""
+def write_records(out: Path, results: list[ProblemLabels | tuple[EvalItem, str]], step_tag: str) -> Counter[str]:
+    """``prm.jsonl`` of all labelled paths and ``failed.jsonl`` of the problems a job failed for (with why);
+    returns the counts for the summary."""
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
-    with open(out / "prm.jsonl", "w") as f:
+    with open(out / "prm.jsonl", "w") as f, open(out / "failed.jsonl", "w") as failed:
         for result in results:
+            if isinstance(result, tuple):
+                failed.write(json.dumps({"id": result[0].id, "reason": result[1]}) + "\n")
+                counts["failed_problems"] += 1
+                continue
             for k in range(len(result.paths)):
                 f.write(json.dumps(record_of(result, k, step_tag)) + "\n")
                 counts["paths"] += 1

@@ -4,11 +4,14 @@ how many jobs and rollouts are spent, and what the jobs carry)."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 from atomthink.prompts import TINY
-from atomthink.protocol import Candidate, PolicyJob, PolicyResult
+from atomthink.protocol import Candidate, JobError, PolicyJob, PolicyResult
+from atomthink.settings import Settings
 from research.eval.datasets import EvalItem
-from research.training.cluster_labels import ClusterLabelConfig, ClusterLabeller, record_of
+from research.training.cluster_labels import ClusterLabelConfig, ClusterLabeller, label_with_cluster, record_of
 
 RIGHT = "To sum up, the final answer is: 5"
 WRONG = "To sum up, the final answer is: 7"
@@ -59,3 +62,22 @@ def test_sampled_paths_are_merged_and_written_in_the_prm_layout() -> None:
     assert out.paths == [[RIGHT]] and out.labels == [["+"]]  # two identical samples, one path
     record = record_of(out, 0, " \n\n\n\n\n")
     assert record["question"] == "q?" and record["process"] == RIGHT + " \n\n\n\n\n" and record["label"] == ["+"]
+
+
+class FailingForOneProblem(ScriptedClient):
+    async def call(self, job: PolicyJob, timeout_s: float) -> PolicyResult:
+        if job.request_id == "label-bad":
+            error = JobError(code="preset_mismatch", message="served preset differs", recoverable=False)
+            return PolicyResult(job_id=job.job_id, request_id=job.request_id, error=error)
+        return await super().call(job, timeout_s)
+
+
+def test_a_failed_problem_is_recorded_and_the_others_are_labelled(tmp_path: Path) -> None:
+    problems = [{"id": pid, "question": "q?", "answer": "5", "family": "f", "steps": []} for pid in ("ok", "bad")]
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    cfg = ClusterLabelConfig(data=str(tmp_path), out=str(tmp_path / "out"), problems=2, samples=2, rollouts=2)
+    settings = Settings(prompt_preset="tiny")
+    summary = asyncio.run(label_with_cluster(cfg, settings, client=FailingForOneProblem(), progress=False))  # type: ignore[arg-type]
+    assert summary["paths"] == 1 and summary["failed_problems"] == 1
+    [failed] = [json.loads(x) for x in (tmp_path / "out" / "failed.jsonl").read_text().splitlines()]
+    assert failed["id"] == "bad" and "preset_mismatch" in failed["reason"]
