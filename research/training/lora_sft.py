@@ -183,7 +183,7 @@ def training_arguments(out: Path, cfg: Any) -> Any:
         save_strategy="no",
         report_to=[],
         bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         seed=cfg.seed,
@@ -216,7 +216,14 @@ def train_lora_sft(cfg: LoraSftConfig) -> dict[str, Any]:
     config = AutoConfig.from_pretrained(cfg.model)
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
     if hasattr(config, "vision_config"):
-        processor: Any = AutoProcessor.from_pretrained(cfg.model)
+        try:
+            processor: Any = AutoProcessor.from_pretrained(cfg.model)
+        except ImportError as exc:  # Qwen2-VL's processor needs a video processor, which needs torchvision
+            if any(e["image"] is not None for e in examples):
+                raise ImportError(
+                    f"{cfg.model}: the processor cannot be built here ({exc}); image records need it"
+                ) from exc
+            processor = AutoTokenizer.from_pretrained(cfg.model)  # text-only records: the tokenizer is enough
         model: Any = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype)
     else:
         from transformers import AutoModelForCausalLM
