@@ -71,6 +71,8 @@ def run(args: argparse.Namespace, redis: RedisServer, n_workers: int, logdir: Pa
             samples=args.samples,
             rollouts=args.rollouts,
             temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
             concurrency=args.concurrency,
         )
         load_before = os.getloadavg()
@@ -90,6 +92,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of paths and rollouts")
+    parser.add_argument("--top-p", type=float, default=None, help="default: the prompt preset's")
+    parser.add_argument("--top-k", type=int, default=None, help="0 = off; default: the prompt preset's")
     parser.add_argument("--concurrency", type=int, default=64, help="problems labelled at once")
     parser.add_argument("--batch-size", type=int, default=32, help="jobs per worker model call")
     parser.add_argument("--max-step-tokens", type=int, default=None)

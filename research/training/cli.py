@@ -102,6 +102,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     c.add_argument("--rollouts", type=int, default=4, help="completions per prefix of a wrong path")
     c.add_argument("--temperature", type=float, default=0.7)
     c.add_argument("--rollout-temperature", type=float, default=None)
+    c.add_argument("--top-p", type=float, default=None, help="default: the prompt preset's")
+    c.add_argument("--top-k", type=int, default=None, help="0 = off; default: the prompt preset's")
     c.add_argument("--max-depth", type=int, default=12)
     c.add_argument("--concurrency", type=int, default=32, help="problems labelled at once")
     c.add_argument("--prm-preset", default="math-psa", help="step tag of the written process strings")

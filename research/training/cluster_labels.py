@@ -56,6 +56,10 @@ class ClusterLabelConfig:
     temperature: float = 0.7
     rollout_temperature: float | None = None
     """Temperature of the labelling completions (default: ``temperature``)."""
+    top_p: float | None = None
+    """Nucleus sampling of every call (default: the prompt preset's)."""
+    top_k: int | None = None
+    """Top-k of every call, 0 = off (default: the prompt preset's)."""
     max_depth: int = 12
     retries: int = 3
     """Resamples of a step the preset's rules reject (the last one is kept)."""
@@ -127,8 +131,8 @@ class ClusterLabeller:
                 sampling=SamplingParams(
                     n=len(missing),
                     temperature=temperature,
-                    top_p=self.preset.sampling.top_p,
-                    top_k=self.preset.sampling.top_k,
+                    top_p=self.cfg.top_p if self.cfg.top_p is not None else self.preset.sampling.top_p,
+                    top_k=self.cfg.top_k if self.cfg.top_k is not None else self.preset.sampling.top_k,
                     max_new_tokens=self.max_new_tokens,
                     seed=_seed(self.cfg.seed, item.id, tag, len(prefix), attempt),
                 ),

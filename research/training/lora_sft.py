@@ -186,6 +186,7 @@ def training_arguments(out: Path, cfg: Any) -> Any:
         activation_checkpointing=cfg.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=cfg.seed,
         disable_tqdm=True,
     )
