@@ -242,6 +242,17 @@ class Settings(BaseSettings):
     eval_judge_timeout_s: float = Field(60.0, gt=0)
     """``atomthink eval --judge``: timeout of one judge request."""
 
+    # --- PRM labelling ------------------------------------------------------------------------------
+    label_judge_base_url: str | None = None
+    """``atomthink train judge-labels``: base URL of an OpenAI-compatible server whose model labels steps, e.g.
+    ``http://127.0.0.1:8001/v1``. Unset, no judge runs and nothing is sent anywhere."""
+    label_judge_model: str = "judge"
+    """``atomthink train judge-labels``: model name to ask at ``label_judge_base_url``."""
+    label_judge_api_key: SecretStr | None = None
+    """``atomthink train judge-labels``: bearer token sent to ``label_judge_base_url`` only."""
+    label_judge_timeout_s: float = Field(60.0, gt=0)
+    """``atomthink train judge-labels``: timeout of one judge request."""
+
     @property
     def remote_retry_budget_s(self) -> float:
         """How long a remote backend retries a server that is down: ``remote_retry_s``, but at most three quarters of

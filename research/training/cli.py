@@ -15,7 +15,7 @@ ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    train = subparsers.add_parser("train", help="train the tiny policy or PRM on CPU")
+    train = subparsers.add_parser("train", help="train policies and PRMs; label PRM data")
     sub = train.add_subparsers(dest="train_target", required=True)
 
     p = sub.add_parser("policy", help="SFT of the tiny LLaVA policy (perception stage, then Markov step records)")
@@ -90,6 +90,82 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run_rollout_labels)
 
+    c = sub.add_parser(
+        "cluster-labels",
+        help="Math-Shepherd rollout labels computed by the cluster's policy workers (Redis queue from the settings)",
+    )
+    c.add_argument("--data", required=True, help="problems: a data-engine folder, a MathVista or MathVerse file")
+    c.add_argument("--out", required=True, help="output folder (prm.jsonl, meta.json)")
+    c.add_argument("--problems", type=int, default=200)
+    c.add_argument("--offset", type=int, default=0)
+    c.add_argument("--samples", type=int, default=4, help="QuickThink paths sampled per problem")
+    c.add_argument("--rollouts", type=int, default=4, help="completions per prefix of a wrong path")
+    c.add_argument("--temperature", type=float, default=0.7)
+    c.add_argument("--rollout-temperature", type=float, default=None)
+    c.add_argument("--top-p", type=float, default=None, help="default: the prompt preset's")
+    c.add_argument("--top-k", type=int, default=None, help="0 = off; default: the prompt preset's")
+    c.add_argument("--max-depth", type=int, default=12)
+    c.add_argument("--concurrency", type=int, default=32, help="problems labelled at once")
+    c.add_argument("--prm-preset", default="math-psa", help="step tag of the written process strings")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--redis-url", default=None, help="overrides ATOMTHINK_REDIS_URL")
+    c.add_argument("--key-prefix", default=None, help="overrides ATOMTHINK_KEY_PREFIX")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=run_cluster_labels)
+
+    j = sub.add_parser("judge-labels", help="step labels from an LLM judge behind an OpenAI-compatible endpoint")
+    j.add_argument("--data", required=True, help="PRM-layout JSONL of paths (question, process, answer)")
+    j.add_argument("--out", required=True, help="output folder (prm.jsonl, rejected.jsonl, meta.json)")
+    j.add_argument("--judge-url", default=None, help="overrides ATOMTHINK_LABEL_JUDGE_BASE_URL (no default)")
+    j.add_argument("--judge-model", default=None, help="overrides ATOMTHINK_LABEL_JUDGE_MODEL")
+    j.add_argument("--prm-preset", default="math-psa", help="step tag of the process strings")
+    j.add_argument("--concurrency", type=int, default=8)
+    j.add_argument("--limit", type=int, default=None)
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(func=run_judge_labels)
+
+    n = sub.add_parser("negatives", help="corrupted negatives (factual, calculation, logic, empty, repeated steps)")
+    n.add_argument("--data", required=True, help="PRM-layout JSONL; paths labelled all '+' are corrupted")
+    n.add_argument("--out", required=True, help="output JSONL of negative records")
+    n.add_argument("--kinds", default="factual,calculation,logic,empty,repeated")
+    n.add_argument("--per-kind", type=int, default=1, help="negatives of each kind per correct path")
+    n.add_argument("--prm-preset", default="math-psa", help="step tag of the process strings")
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=run_negatives)
+
+    f = sub.add_parser("sft-lora", help="atomic-step SFT with LoRA of a real multimodal checkpoint (Markov records)")
+    f.add_argument("--model", required=True, help="base checkpoint (LLaVA-style, Qwen2-VL, Qwen2.5-VL, Mllama)")
+    f.add_argument("--data", nargs="+", required=True, help="SFT JSONL files or folders holding sft.jsonl")
+    f.add_argument("--out", required=True)
+    f.add_argument("--preset", default="auto", help="prompt preset (auto: the base's atomthink.json, else v1)")
+    f.add_argument("--image-root", default=None)
+    _lora_arguments(f)
+    f.set_defaults(func=run_sft_lora)
+
+    g = sub.add_parser("prm-lora", help="PRM training with LoRA: Math-psa tags or the Qwen2 process-reward head")
+    g.add_argument("--model", required=True, help="base checkpoint (a causal LM; qwen2 for --prm-preset qwen-prm)")
+    g.add_argument("--data", nargs="+", required=True, help="PRM JSONL files or folders holding prm.jsonl")
+    g.add_argument("--out", required=True)
+    g.add_argument("--prm-preset", default="math-psa", choices=("math-psa", "qwen-prm"))
+    _lora_arguments(g)
+    g.set_defaults(func=run_prm_lora)
+
+
+def _lora_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--adapter-only", action="store_true", help="save the LoRA adapter instead of a merged model")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--max-records", type=int, default=None)
+    p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+
 
 def _config(cls: type[ConfigT], args: argparse.Namespace, **overrides: Any) -> ConfigT:
     """``cls`` from the parsed options named like its fields (the rest keep their defaults), then ``overrides``."""
@@ -118,6 +194,62 @@ def run_rollout_labels(args: argparse.Namespace) -> int:
 
     cfg = _config(RolloutLabelConfig, args)
     print(json.dumps(write_rollout_labels(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_cluster_labels(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from atomthink.settings import Settings
+    from research.training.cluster_labels import ClusterLabelConfig, label_with_cluster
+
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("key_prefix", args.key_prefix)) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    cfg = _config(ClusterLabelConfig, args)
+    print(json.dumps(asyncio.run(label_with_cluster(cfg, settings, progress=not args.quiet)), indent=2))
+    return 0
+
+
+def run_judge_labels(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from atomthink.settings import Settings
+    from research.training.step_judge import JudgeLabelConfig, StepJudge, judge_labels
+
+    overrides = {k: v for k, v in (("label_judge_base_url", args.judge_url), ("label_judge_model", args.judge_model))
+                 if v is not None}  # fmt: skip
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    cfg = _config(JudgeLabelConfig, args)
+
+    async def go() -> dict[str, Any]:
+        async with StepJudge.from_settings(settings) as judge:
+            return await judge_labels(cfg, judge, progress=not args.quiet)
+
+    print(json.dumps(asyncio.run(go()), indent=2))
+    return 0
+
+
+def run_negatives(args: argparse.Namespace) -> int:
+    from research.training.negatives import write_negatives
+
+    summary = write_negatives(args.data, args.out, args.kinds.split(","), args.per_kind, args.prm_preset, args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_sft_lora(args: argparse.Namespace) -> int:
+    from research.training.lora_sft import LoraSftConfig, train_lora_sft
+
+    cfg = _config(LoraSftConfig, args, merge=not args.adapter_only)
+    print(json.dumps(train_lora_sft(cfg), indent=2))
+    return 0
+
+
+def run_prm_lora(args: argparse.Namespace) -> int:
+    from research.training.lora_prm import LoraPrmConfig, train_lora_prm
+
+    cfg = _config(LoraPrmConfig, args, merge=not args.adapter_only)
+    print(json.dumps(train_lora_prm(cfg), indent=2))
     return 0
 
 

@@ -137,7 +137,15 @@ class TransformersPolicy:
                 if with_image:
                     images.append(request.image)
         if with_image:
-            inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
+            # Mllama's processor takes the images of each prompt as a list of their own (one per prompt here)
+            nested = type(self.processor).__name__.startswith("Mllama")
+            inputs = self.processor(
+                images=[[image] for image in images] if nested else images,
+                text=texts,
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+            )
         else:
             inputs = self.tokenizer(
                 texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
