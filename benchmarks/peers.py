@@ -92,6 +92,9 @@ class Knobs:
     top_k: int
     max_step_tokens: int
     max_answer_tokens: int
+    adaptive_vote: bool = False
+    """Ours only: self-consistency samples in waves and stops once its leader is certain (``adaptive``), with the
+    budget as its ceiling; its_hub's ``SelfConsistency`` always samples the whole budget."""
 
     @property
     def budget(self) -> int:
@@ -293,7 +296,7 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
     elif strategy in ("best_of_n", "particle_filtering"):
         body.update(candidates=knobs.budget, aggregation="last")
     else:
-        body.update(candidates=knobs.budget)
+        body.update(candidates=knobs.budget, adaptive=knobs.adaptive_vote)
     return body
 
 
@@ -626,6 +629,11 @@ async def main() -> None:
     parser.add_argument("--no-roofline", dest="roofline", action="store_false")
     parser.add_argument("--merge", choices=("on", "off"), default="on",
                         help="ours: score identical paths once per PRM job")  # fmt: skip
+    parser.add_argument(
+        "--adaptive-vote",
+        action="store_true",
+        help="ours: self-consistency stops sampling once its leader is certain (the budget a ceiling)",
+    )
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
@@ -651,7 +659,7 @@ async def main() -> None:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, TINY.sampling.top_p,
-                  TINY.sampling.top_k, TINY.step_max_tokens, 256)  # fmt: skip
+                  TINY.sampling.top_k, TINY.step_max_tokens, 256, args.adaptive_vote)  # fmt: skip
     os.environ.update(VLLM_CPU_ENV)
     print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {PRM.name}, its_hub "
           f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip
