@@ -37,7 +37,7 @@ engines, all at once (no orchestration, no queue, no dependency between steps): 
 same work, and ``ours / floor`` is the fraction of the engines' throughput the service reaches.
 
     ./scripts/install.sh
-    .venv-vllm/bin/python benchmarks/peers.py                                  # every strategy, c = 1, 16, 64
+    .venv-vllm/bin/python benchmarks/peers.py                                  # every strategy, c = 1, 16, 64, T = 1.6
     .venv-vllm/bin/python benchmarks/peers.py --strategies beam --concurrency 16 --blocks 2 --json runs/peers.json
 """
 
@@ -625,7 +625,9 @@ async def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--beam-width", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=8)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--temperature", type=float, default=1.6, help="the multimodal tiny models' evaluation temperature"
+    )
     parser.add_argument("--no-roofline", dest="roofline", action="store_false")
     parser.add_argument("--merge", choices=("on", "off"), default="on",
                         help="ours: score identical paths once per PRM job")  # fmt: skip
