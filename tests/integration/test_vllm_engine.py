@@ -102,11 +102,13 @@ def remote_policy(policy_server: VllmServer) -> Iterator[OpenAIPolicy]:
     close_backend(policy)
 
 
-def step_request(index: int, steps: int, *, n: int, seed: int, temperature: float = 1.0) -> GenerationRequest:
+def step_request(
+    index: int, steps: int, *, n: int, seed: int, temperature: float = 1.0, top_p: float = 0.9, top_k: int = 50
+) -> GenerationRequest:
     """A step request on held-out text-dominant problem ``index``, after its first ``steps`` reference steps."""
     problem = make_problem(HELDOUT_SEED, index)
     history = [s.text for s in problem.steps[:steps]]
-    sampling = SamplingParams(n=n, seed=seed, temperature=temperature, max_new_tokens=32)
+    sampling = SamplingParams(n=n, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=32)
     return GenerationRequest("step", text_question(problem), history, None, sampling)
 
 
@@ -218,7 +220,10 @@ def test_policy_on_vllm_logprobs_equal_the_transformers_policy(remote_policy: Op
 def test_policy_on_vllm_same_seed_same_candidates(remote_policy: OpenAIPolicy) -> None:
     """vLLM seeds each request's sampler (child ``i`` with ``seed + i``): a seeded request replays, alone or among
     other requests in the engine's running batch."""
-    a = step_request(1, 0, n=4, seed=7, temperature=1.5)
+    # the whole distribution at T = 2: the retrained text policy is sure of its steps, and inside the nucleus every
+    # seed would draw the same text, so seeds could not be told apart
+    full = {"temperature": 2.0, "top_p": 1.0, "top_k": 0}
+    a = step_request(1, 0, n=4, seed=7, **full)
     others = [step_request(i, 1, n=4, seed=100 + i) for i in range(2, 8)]
 
     async def concurrently() -> list[list[str]]:
@@ -228,7 +233,7 @@ def test_policy_on_vllm_same_seed_same_candidates(remote_policy: OpenAIPolicy) -
     alone = [c.text for c in remote_policy.generate([a])[0]]
     assert alone == [c.text for c in remote_policy.generate([a])[0]]
     assert asyncio.run(concurrently())[3] == alone
-    assert [c.text for c in remote_policy.generate([step_request(1, 0, n=4, seed=8, temperature=1.5)])[0]] != alone
+    assert [c.text for c in remote_policy.generate([step_request(1, 0, n=4, seed=8, **full)])[0]] != alone
 
 
 def batch_jobs(sample: str) -> float:
