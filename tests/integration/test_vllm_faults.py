@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]  # engine star
 
 PROBE_TIMEOUT_S = 5.0
 JOB_TIMEOUT_S = 300.0
+VISIBILITY_TIMEOUT_S = 120.0
 PRM_RETRY_S = 6.0
 READY_1 = {"ready": True, "workers": {"policy": 1, "prm": 1}, "queue": "redis"}
 READY_2 = {"ready": True, "workers": {"policy": 2, "prm": 1}, "queue": "redis"}
@@ -72,7 +73,7 @@ def base_env(prefix: str, **extra: str) -> dict[str, str]:
     return {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": TEST_REDIS_URL, "ATOMTHINK_KEY_PREFIX": prefix,
             "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
             "ATOMTHINK_TORCH_THREADS": "1", "ATOMTHINK_JOB_TIMEOUT_S": str(JOB_TIMEOUT_S),
-            "ATOMTHINK_VISIBILITY_TIMEOUT_S": "120", **extra}  # fmt: skip
+            "ATOMTHINK_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), **extra}  # fmt: skip
 
 
 def solve_body(i: int) -> dict[str, Any]:
@@ -107,9 +108,13 @@ def wait_for_workers(gateway: ServerProcess, expected: dict[str, int], timeout_s
         time.sleep(0.5)
 
 
-def groups_idle(prefix: str, timeout_s: float = 60) -> dict[str, Any]:
+def groups_idle(prefix: str, timeout_s: float = VISIBILITY_TIMEOUT_S + 60) -> dict[str, Any]:
     """Wait (at most ``timeout_s``) until both streams hold no job, waiting or pending. At every look, no pending entry
-    may be older than the job timeout (a job nobody will ever acknowledge). Returns what was seen."""
+    may be older than the job timeout (a job nobody will ever acknowledge). Returns what was seen.
+
+    The wait outlasts the visibility timeout: an entry Redis delivered to a consumer whose read was cut (a worker
+    resumed from SIGSTOP whose read timed out as the reply came) is pending until a worker claims it after that
+    timeout, which is the guarantee under test."""
     client = redis.Redis.from_url(TEST_REDIS_URL)
     oldest_ms = 0
     try:
