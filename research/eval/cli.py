@@ -3,6 +3,7 @@
     atomthink eval --data data/heldout/problems.jsonl --mode quick --limit 100
     atomthink eval --data data/heldout --mode slow --strategy best_of_n --candidates 1,2,4,8
     atomthink eval --suite paper --data data/heldout --data mathvista=data/MathVista/testmini.json --limit 200
+    atomthink eval --data data/heldout --mode slow --strategy majority,best_of_n --candidates 4,8,16 --paths runs/paths
 
 Writes ``results.jsonl`` (one line per solved item; a rerun resumes from it), ``summary.md``, ``summary.json`` and
 the PNG plots into ``--out``, and prints accuracy, mean latency and mean generated tokens per run.
@@ -24,6 +25,7 @@ from typing import Any, cast
 from atomthink.settings import Settings
 from research.eval.datasets import FORMATS, DatasetFormat, EvalItem, detect_format, load_items, resolve_data_file
 from research.eval.judge import LlmJudge
+from research.eval.paths import DEFAULT_PATHS, SavedPathsClient
 from research.eval.report import console_table, write_report
 from research.eval.runner import (
     HttpSolveClient,
@@ -119,6 +121,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     service = parser.add_argument_group("service")
     service.add_argument("--url", help="a running gateway (e.g. http://127.0.0.1:8000); default: embedded")
     service.add_argument("--concurrency", type=int, default=4, help="solves in flight at once (default 4)")
+    service.add_argument(
+        "--paths",
+        metavar="DIR",
+        help="embedded: path-level strategies read one set of saved paths per problem (recorded into DIR on first "
+        "use), so every N and selection rule sees the same samples; step-level strategies sample afresh",
+    )
+    service.add_argument(
+        "--paths-n", type=int, default=DEFAULT_PATHS, help=f"paths saved per problem (default {DEFAULT_PATHS})"
+    )
     add_model_flags(parser)
     judge = parser.add_argument_group("LLM judge (off by default)")
     judge.add_argument("--judge", action="store_true", help="ask an OpenAI-compatible judge when the rules say wrong")
@@ -183,6 +194,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace, settings: Settings) -> AsyncIterator[SolveClient]:
     if args.url:
+        if args.paths:
+            raise SystemExit("--paths needs the embedded service (no --url): it answers jobs, not requests")
         client = HttpSolveClient(args.url, timeout_s=settings.request_timeout_s + 60)
         try:
             yield client
@@ -190,7 +203,7 @@ async def _client(args: argparse.Namespace, settings: Settings) -> AsyncIterator
             await client.aclose()
     else:
         async with embedded_client(settings) as embedded:
-            yield embedded
+            yield SavedPathsClient(embedded, Path(args.paths), args.paths_n) if args.paths else embedded
 
 
 async def evaluate(args: argparse.Namespace, settings: Settings) -> int:

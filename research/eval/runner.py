@@ -58,15 +58,24 @@ class RuntimeSolveClient:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
 
-    async def solve(self, params: SolveParams, image: bytes | None) -> SolveResponse:
+    async def checked_image(self, image: bytes | None) -> bytes | None:
+        """The image as the gateway accepts it (decoded, size-checked, off the event loop)."""
         from service.images import validate_image
 
+        if image is None:
+            return None
         settings: Settings = self.runtime.settings
         try:
-            if image is not None:
-                image = await asyncio.to_thread(
-                    validate_image, image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
-                )
+            checked: bytes = await asyncio.to_thread(
+                validate_image, image, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+            )
+        except AtomThinkError as exc:
+            raise SolveRequestError(f"{exc.code}: {exc.message}", transient=exc.recoverable) from exc
+        return checked
+
+    async def solve(self, params: SolveParams, image: bytes | None) -> SolveResponse:
+        image = await self.checked_image(image)
+        try:
             response: SolveResponse = await self.runtime.solve(params, image)
             return response
         except AtomThinkError as exc:
