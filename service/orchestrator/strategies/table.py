@@ -1,9 +1,9 @@
-"""The README's strategy tables, rendered from the registry: the strategies, then every strategy field with the
-strategies that take it, its values, its default and its docstring.
+"""The strategy tables, rendered from the registry: the strategies (README.md), and every strategy field with the
+strategies that take it, its values, its default and its docstring (docs/strategies.md).
 
-    python -m service.orchestrator.strategies.table README.md   # rewrite the block between the markers
+    python -m service.orchestrator.strategies.table   # rewrite both blocks between their markers (from the repo root)
 
-``tests/unit/service/test_strategy_registry.py`` checks that the README holds what this renders.
+``tests/unit/service/test_strategy_registry.py`` checks that both files hold what this renders.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from pydantic.fields import FieldInfo
 
 from service.orchestrator.strategies import registry
 
-START = "<!-- strategy-table:start -->"
-END = "<!-- strategy-table:end -->"
+TABLE = "strategy-table"
+"""The block of README.md: one row per strategy."""
+FIELDS = "strategy-fields"
+"""The block of docs/strategies.md: one row per strategy field."""
 
 
 def _values(info: FieldInfo) -> str:
@@ -60,8 +62,10 @@ def _default(info: FieldInfo) -> str:
     return f"`{str(value).lower()}`" if isinstance(value, bool) else f"`{value}`"
 
 
-def markdown() -> str:
-    """The strategies and their fields as two markdown tables."""
+def markdown(block: str = TABLE) -> str:
+    """The strategies (``TABLE``) or their fields (``FIELDS``) as a markdown table."""
+    if block == FIELDS:
+        return _fields()
     lines = [
         "| strategy | `mode` | what runs | quota cost per step |",
         "|---|---|---|---|",
@@ -69,7 +73,11 @@ def markdown() -> str:
     for strategy in registry.ordered():
         name = f"`{strategy.name}`" + (" (default)" if strategy.name == registry.DEFAULT_SLOW else "")
         lines.append(f"| {name} | `{strategy.mode}` | {strategy.summary} | {strategy.cost_doc} |")
-    lines += ["", "| field | strategies | values | default | meaning |", "|---|---|---|---|---|"]
+    return "\n".join(lines)
+
+
+def _fields() -> str:
+    lines = ["| field | strategies | values | default | meaning |", "|---|---|---|---|---|"]
     seen: dict[tuple[str, str, str, str], list[str]] = {}
     for strategy in registry.ordered():
         for field_name, info in strategy.params.model_fields.items():
@@ -80,22 +88,32 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-def rewrite(path: Path) -> bool:
-    """Replace the block between the markers in ``path``; True when it changed."""
+def _markers(block: str) -> tuple[str, str]:
+    return f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+
+
+def rewrite(path: Path, block: str = TABLE) -> bool:
+    """Replace ``block`` between its markers in ``path``; True when it changed."""
+    start, end = _markers(block)
     text = path.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{markdown()}\n{END}{tail}"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{markdown(block)}\n{end}{tail}"
     if new != text:
         path.write_text(new)
     return new != text
 
 
-def current(path: Path) -> str:
-    """What the README holds between the markers."""
-    return path.read_text().split(START, 1)[1].split(END, 1)[0].strip("\n")
+def current(path: Path, block: str = TABLE) -> str:
+    """What ``path`` holds between the markers of ``block``."""
+    start, end = _markers(block)
+    return path.read_text().split(start, 1)[1].split(end, 1)[0].strip("\n")
 
+
+TARGETS = {TABLE: "README.md", FIELDS: "docs/strategies.md"}
+"""Which file (from the repository root) holds which block."""
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    print(f"{target}: {'rewritten' if rewrite(target) else 'up to date'}")
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    for block, name in TARGETS.items():
+        print(f"{name}: {'rewritten' if rewrite(root / name, block) else 'up to date'}")

@@ -11,7 +11,7 @@ from service.api.errors import validation_to_error
 from service.orchestrator.strategies import registry, table
 from service.schemas import SolveJsonRequest, SolveParams
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+ROOT = Path(__file__).resolve().parents[3]
 BUILT_IN = {"quick", "beam", "greedy", "best_of_n", "majority", "weighted_majority"}
 
 
@@ -25,9 +25,10 @@ def test_the_built_in_strategies_are_registered_with_documented_limited_fields()
                 assert info.metadata, f"{strategy.name}.{name} has no limits"
 
 
-def test_the_readme_table_is_what_the_registry_renders() -> None:
-    assert table.current(README) == table.markdown(), (
-        "README.md's strategy table is stale: run .venv/bin/python -m service.orchestrator.strategies.table README.md"
+@pytest.mark.parametrize("block", list(table.TARGETS))
+def test_the_documented_tables_are_what_the_registry_renders(block: str) -> None:
+    assert table.current(ROOT / table.TARGETS[block], block) == table.markdown(block), (
+        f"{table.TARGETS[block]}'s {block} block is stale: run .venv/bin/python -m service.orchestrator.strategies.table"
     )
 
 
