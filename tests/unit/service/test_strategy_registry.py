@@ -28,7 +28,7 @@ def test_the_built_in_strategies_are_registered_with_documented_limited_fields()
 @pytest.mark.parametrize("block", list(table.TARGETS))
 def test_the_documented_tables_are_what_the_registry_renders(block: str) -> None:
     assert table.current(ROOT / table.TARGETS[block], block) == table.markdown(block), (
-        f"{table.TARGETS[block]}'s {block} block is stale: run .venv/bin/python -m service.orchestrator.strategies.table"
+        f"{table.TARGETS[block]}'s {block} block is stale: .venv/bin/python -m service.orchestrator.strategies.table"
     )
 
 
