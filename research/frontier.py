@@ -58,11 +58,28 @@ def load(folders: Sequence[Path]) -> list[dict[str, Any]]:
     return [row for row in rows if not row.get("error")]
 
 
+def curve_names(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Per run, the curve it belongs to: its strategy (QuickThink: ``quick``), then ``adaptive`` when it is, then its
+    aggregation where the rows hold one strategy with several."""
+    aggregations: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        aggregations[row.get("strategy") or row.get("mode", "")].add(str(row.get("aggregation")))
+    names = {}
+    for row in rows:
+        strategy = row.get("strategy") or row.get("mode", "")
+        name = strategy + (" adaptive" if row.get("adaptive") else "")
+        if len(aggregations[strategy]) > 1:
+            name += f" {row.get('aggregation')}"
+        names[row["run"]] = name
+    return names
+
+
 def points(rows: Sequence[dict[str, Any]]) -> list[Point]:
     """One point per run, over the problems every run solved."""
     by_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_run[row["run"]][row["id"]] = row
+    names = curve_names(rows)
     common = set.intersection(*(set(items) for items in by_run.values())) if by_run else set()
     out = []
     for items in by_run.values():
@@ -75,8 +92,8 @@ def points(rows: Sequence[dict[str, Any]]) -> list[Point]:
         paths = [r["paths"] for r in solved if r.get("paths") is not None]
         out.append(
             Point(
-                strategy=first["strategy"],
-                candidates=first["candidates"],
+                strategy=names[first["run"]],
+                candidates=first.get("candidates") or 1,
                 beam_width=first.get("beam_width"),
                 items=len(solved),
                 accuracy=correct / len(solved),
@@ -113,13 +130,15 @@ def plot(rows: Sequence[Point], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = plt.subplots(figsize=(11, 6.5))
     by_strategy: dict[str, list[Point]] = defaultdict(list)
     for p in rows:
         by_strategy[p.strategy].append(p)
-    for strategy, curve in sorted(by_strategy.items()):
+    markers = "osD^v<>phX*"
+    for k, (strategy, curve) in enumerate(sorted(by_strategy.items())):
         curve.sort(key=lambda p: p.tokens)
-        axes.plot([p.tokens for p in curve], [100 * p.accuracy for p in curve], marker="o", label=strategy)
+        axes.plot([p.tokens for p in curve], [100 * p.accuracy for p in curve], marker=markers[k % len(markers)],
+                  linestyle="-" if k < 10 else "--", label=strategy)  # fmt: skip
         for p in curve:
             axes.annotate(str(p.candidates), (p.tokens, 100 * p.accuracy), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")  # fmt: skip
@@ -128,7 +147,7 @@ def plot(rows: Sequence[Point], path: Path) -> Path:
     axes.set_ylabel("accuracy %")
     axes.set_title(f"accuracy against generated tokens ({rows[0].items if rows else 0} problems; labels: N)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -35,3 +35,14 @@ def test_wilson_interval() -> None:
     low, high = wilson(8, 10)
     assert (low, high) == pytest.approx((0.490, 0.943), abs=1e-3)
     assert wilson(0, 0) == (0.0, 0.0)
+
+
+def test_curves_name_adaptive_runs_and_aggregations_where_a_strategy_has_several() -> None:
+    rows = [
+        {**_row("b-min", "best_of_n", 4, "p1", True, 10), "aggregation": "min"},
+        {**_row("b-last", "best_of_n", 4, "p1", True, 10), "aggregation": "last"},
+        {**_row("m", "majority", 8, "p1", True, 10), "aggregation": "min", "adaptive": True},
+        {**_row("q", None, 1, "p1", True, 10), "mode": "quick", "candidates": None},  # type: ignore[arg-type]
+    ]
+    names = {p.strategy: p.candidates for p in points(rows)}
+    assert names == {"best_of_n min": 4, "best_of_n last": 4, "majority adaptive": 8, "quick": 1}
