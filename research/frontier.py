@@ -70,6 +70,7 @@ def curve_names(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         name = strategy + (" adaptive" if row.get("adaptive") else "")
         if len(aggregations[strategy]) > 1:
             name += f" {row.get('aggregation')}"
+        name += "".join(f" {field}={value}" for field, value in sorted((row.get("fields") or {}).items()))
         names[row["run"]] = name
     return names
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import shlex
 import sys
@@ -41,6 +42,7 @@ from research.eval.suites import (
     MODES,
     STRATEGIES,
     SUITES,
+    FieldValue,
     Plan,
     SuiteName,
     custom_plan,
@@ -73,6 +75,20 @@ def _ints(value: str) -> list[int]:
     if not numbers or any(n < 1 or n > 64 for n in numbers):
         raise argparse.ArgumentTypeError("candidate counts must be 1 to 64")
     return numbers
+
+
+def _field(value: str) -> tuple[str, FieldValue]:
+    """``FIELD=VALUE``, the value read as JSON when it parses (numbers, true/false), else as a string."""
+    name, sep, raw = value.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE; got {value!r}")
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw
+    if not isinstance(parsed, int | float | bool | str):
+        raise argparse.ArgumentTypeError(f"{name}: expected a number, true/false or a word; got {raw!r}")
+    return name.strip(), parsed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="slow best_of_n: also run each with this pruning fraction (every 2 steps) at every candidate count "
         "above 4",
+    )
+    runs.add_argument(
+        "--set",
+        dest="fields",
+        action="append",
+        type=_field,
+        default=[],
+        metavar="FIELD=VALUE",
+        help="slow: a strategy field for every strategy that takes it (repeatable), e.g. --set eta=10",
     )
     runs.add_argument("--max-steps", type=int, default=20, help="most atomic steps per path (default 20)")
     runs.add_argument("--temperature", type=float, help="sampling temperature (default: the server's)")
@@ -186,6 +211,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             args.beam_width,
             adaptive=args.adaptive,
             prune_fraction=args.prune_fraction,
+            fields=dict(args.fields),
         )
     plan.capabilities = plan.capabilities or args.capabilities
     return plan

@@ -52,6 +52,10 @@ def _default(strategy: Strategy, field_name: str) -> object:
     return info.default if info is not None else None
 
 
+FieldValue = int | float | bool | str
+"""A strategy field's value given on the command line."""
+
+
 def _takes(strategy: Strategy, field_name: str) -> bool:
     return field_name in registry.get(strategy).params.model_fields
 
@@ -69,6 +73,8 @@ class RunConfig:
     """Votes: sampled in waves with the service's stopping rule, ``candidates`` as the ceiling."""
     prune_fraction: float | None = None
     """Best-of-N: the fraction of open paths pruned every 2 steps (the service's default interval)."""
+    fields: tuple[tuple[str, FieldValue], ...] = ()
+    """Other fields of the strategy (``--set eta=10``), sorted by name."""
 
     @staticmethod
     def make(
@@ -79,8 +85,10 @@ class RunConfig:
         beam_width: int | None = None,
         adaptive: bool = False,
         prune_fraction: float | None = None,
+        fields: dict[str, FieldValue] | None = None,
     ) -> RunConfig:
-        """A canonical config: slow-only fields resolved to the service's defaults, dropped for other modes."""
+        """A canonical config: slow-only fields resolved to the service's defaults, dropped for other modes; of
+        ``fields``, those the strategy takes."""
         if mode != "slow":
             return RunConfig(mode)
         strategy = strategy or registry.DEFAULT_SLOW
@@ -89,7 +97,8 @@ class RunConfig:
         n = candidates or DEFAULT_CANDIDATES
         adaptive = adaptive and _takes(strategy, "adaptive")
         prune = prune_fraction if _takes(strategy, "prune_fraction") and prune_fraction else None
-        return RunConfig(mode, strategy, aggregation, n, width, adaptive, prune)
+        own = tuple(sorted((k, v) for k, v in (fields or {}).items() if _takes(strategy, k)))
+        return RunConfig(mode, strategy, aggregation, n, width, adaptive, prune, own)
 
     @property
     def key(self) -> str:
@@ -98,13 +107,15 @@ class RunConfig:
         key = f"slow-{self.strategy}-{self.aggregation}-n{self.candidates}"
         key += f"-w{self.beam_width}" if self.beam_width else ""
         key += "-adaptive" if self.adaptive else ""
-        return key + (f"-prune{self.prune_fraction:g}" if self.prune_fraction else "")
+        key += f"-prune{self.prune_fraction:g}" if self.prune_fraction else ""
+        return key + "".join(f"-{name}{value}" for name, value in self.fields)
 
     @property
     def _variant(self) -> str:
+        own = "".join(f", {name} {value}" for name, value in self.fields)
         if self.adaptive:
-            return ", adaptive"
-        return f", pruned {self.prune_fraction:g}" if self.prune_fraction else ""
+            return ", adaptive" + own
+        return (f", pruned {self.prune_fraction:g}" if self.prune_fraction else "") + own
 
     @property
     def label(self) -> str:
@@ -160,6 +171,7 @@ class RunConfig:
             deadline_ms=deadline_ms,
             adaptive=True if self.adaptive else None,
             prune_fraction=self.prune_fraction,
+            **dict(self.fields),
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -172,6 +184,7 @@ class RunConfig:
             "beam_width": self.beam_width,
             "adaptive": self.adaptive,
             "prune_fraction": self.prune_fraction,
+            "fields": dict(self.fields),
         }
 
     @staticmethod
@@ -184,6 +197,7 @@ class RunConfig:
             cast(int | None, record.get("beam_width")),
             bool(record.get("adaptive")),
             cast(float | None, record.get("prune_fraction")),
+            cast(dict[str, FieldValue] | None, record.get("fields")),
         )
 
 
@@ -238,22 +252,23 @@ def custom_plan(
     *,
     adaptive: bool = False,
     prune_fraction: float | None = None,
+    fields: dict[str, FieldValue] | None = None,
 ) -> Plan:
     """Every combination of the flags; slow runs also fill the strategy table and, across candidate counts, the
     scaling curves. ``adaptive`` adds an adaptive run of each vote, ``prune_fraction`` a pruned run of each
-    best-of-N, at every candidate count above ``ADAPTIVE_ABOVE``."""
+    best-of-N, at every candidate count above ``ADAPTIVE_ABOVE``; ``fields`` go to every strategy that takes them."""
     runs: list[RunConfig] = []
     for mode in modes:
         if mode != "slow":
             runs.append(RunConfig.make(mode))
             continue
         for strategy, agg, n in itertools.product(strategies or ("beam",), aggregations or (None,), candidates):
-            runs.append(RunConfig.make(mode, strategy, agg, n, beam_width))
+            runs.append(RunConfig.make(mode, strategy, agg, n, beam_width, fields=fields))
             if (n or PAPER_BEAM_CANDIDATES) > ADAPTIVE_ABOVE:
                 if adaptive and _takes(strategy, "adaptive"):
-                    runs.append(RunConfig.make(mode, strategy, agg, n, adaptive=True))
+                    runs.append(RunConfig.make(mode, strategy, agg, n, adaptive=True, fields=fields))
                 if prune_fraction and _takes(strategy, "prune_fraction"):
-                    runs.append(RunConfig.make(mode, strategy, agg, n, prune_fraction=prune_fraction))
+                    runs.append(RunConfig.make(mode, strategy, agg, n, prune_fraction=prune_fraction, fields=fields))
     runs = list(dict.fromkeys(runs))
     slow = [r for r in runs if r.mode == "slow"]
     many_n = len({r.candidates for r in slow}) > 1

@@ -61,3 +61,15 @@ def test_data_specs_name_their_format() -> None:
         "synthetic2",
         "synthetic2",
     ]
+
+
+def test_set_gives_a_field_to_the_strategies_that_take_it() -> None:
+    plan = make_plan(_parse("--mode", "slow", "--strategy", "deepconf_online,majority", "--candidates", "16",
+                            "--set", "eta=10", "--set", "consensus=0.9"))  # fmt: skip
+    online, majority = plan.runs
+    assert online.key == "slow-deepconf_online-None-n16-consensus0.9-eta10" and majority.key == "slow-majority-min-n16"
+    params = online.params("q", None, seed=1, max_steps=4)
+    assert (params.search.eta, params.search.consensus) == (10, 0.9)  # type: ignore[union-attr]
+    assert online.as_dict()["fields"] == {"consensus": 0.9, "eta": 10}
+    with pytest.raises(SystemExit):
+        _parse("--set", "eta")
