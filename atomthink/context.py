@@ -176,8 +176,8 @@ PROBE_IMAGE_SIDE = 32
 
 def image_positions(model: str) -> int:
     """Positions an image adds beyond its one placeholder token, as the checkpoint's processor expands the
-    placeholder for a ``PROBE_IMAGE_SIDE`` square image; from the processor config (LLaVA-style and Qwen2-VL
-    processors), ``ValueError`` for another processor."""
+    placeholder for a ``PROBE_IMAGE_SIDE`` square image; from the processor config (LLaVA-style, Qwen2-VL,
+    Qwen2.5-VL and Mllama processors), ``ValueError`` for another processor."""
     config = _read_json(model, "processor_config.json")
     image = config.get("image_processor") or _read_json(model, "preprocessor_config.json")
     processor = config.get("processor_class") or image.get("processor_class")
@@ -192,14 +192,19 @@ def image_positions(model: str) -> int:
         patch = int(config["patch_size"])
         count = (height // patch) * (width // patch) + int(config.get("num_additional_image_tokens", 0))
         return count - (1 if config.get("vision_feature_select_strategy") == "default" else 0) - 1
-    if processor in ("Qwen2VLProcessor", "Qwen2_5_VLProcessor"):
+    qwen_images = str(image.get("image_processor_type", "")).startswith("Qwen2VLImageProcessor")
+    if processor in ("Qwen2VLProcessor", "Qwen2_5_VLProcessor") or qwen_images:
         patch, merge = int(image["patch_size"]), int(image["merge_size"])
         size = image.get("size") or {}
         low = int(size.get("shortest_edge", image.get("min_pixels", 56 * 56)))
         high = int(size.get("longest_edge", image.get("max_pixels", 28 * 28 * 1280)))
         height, width = _smart_resize(side, side, patch * merge, low, high)
         return (height // patch) * (width // patch) // merge**2 - 1
-    raise ValueError(f"{model}: no image-token rule for the processor {processor!r} (LLaVA-style and Qwen2-VL have)")
+    if processor == "MllamaProcessor":
+        # cross-attention: the placeholder stays one token, but the processor writes a BOS before a prompt that has
+        # none (a lone placeholder), so its measured expansion was one position; kept, as the count errs long
+        return 1
+    raise ValueError(f"{model}: no image-token rule for the processor {processor!r} (LLaVA, Qwen2-VL, Mllama have)")
 
 
 def context_window(config: Mapping[str, Any]) -> int | None:
