@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from atomthink.prm_format import PrmPreset, encode_path, get_prm_preset, label_token_ids
 from research.data.records import read_jsonl
-from research.training.lora_sft import lora_config, losses, save_output, training_arguments
+from research.training.common import lora_config, train_lora
 from research.training.step_judge import split_steps
 
 DECODER_PROJECTIONS = r".*layers\.\d+\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -140,7 +140,6 @@ def _load_model(cfg: LoraPrmConfig, preset: PrmPreset, tokenizer: Any, dtype: to
 
 
 def train_lora_prm(cfg: LoraPrmConfig) -> dict[str, Any]:
-    from peft import get_peft_model
     from transformers import AutoTokenizer
 
     preset = get_prm_preset(cfg.prm_preset)
@@ -154,21 +153,11 @@ def train_lora_prm(cfg: LoraPrmConfig) -> dict[str, Any]:
                        "CAUSAL_LM" if preset.kind == "causal_lm" else None)  # fmt: skip
     if preset.kind == "token_classification":
         lora.modules_to_save = ["score"]
-    model = get_peft_model(model, lora)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    trainer = _trainer_class()(
-        model=model,
-        args=training_arguments(out, cfg),
-        train_dataset=examples,
-        data_collator=PrmCollator(pad),
+    history, trainable = train_lora(
+        model, lora, cfg, examples, PrmCollator(pad), tokenizer, {"prm_preset": preset.name}, _trainer_class()
     )
-    trainer.train()
-    history = losses(trainer.state.log_history)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.eval()
-    save_output(model, tokenizer, out, cfg.merge, {"prm_preset": preset.name})
+    out = Path(cfg.out)
     if cfg.merge and preset.kind == "token_classification":
         config_path = out / "config.json"
         config = json.loads(config_path.read_text())
