@@ -8,6 +8,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,41 @@ def length_bucketed_batches(
     return out
 
 
+@dataclass
+class LoraTrainingConfig:
+    """What the LoRA recipes (``lora_sft``, ``lora_prm``) share: the base, the data, the output and the trainer's
+    schedule."""
+
+    model: str
+    """Base checkpoint folder (or hub id on a machine that reaches a hub)."""
+    data: list[str]
+    """Record files (JSONL), or folders holding the recipe's file."""
+    out: str
+    max_steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 8
+    lr: float = 1e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = ""
+    """Regular expression of the modules LoRA adapts (each recipe sets its default)."""
+    merge: bool = True
+    """Save the merged model (served as any checkpoint); False saves the LoRA adapter only."""
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    max_records: int | None = None
+    logging_steps: int = 10
+    seed: int = 0
+
+
 def lora_config(cfg_r: int, alpha: int, dropout: float, target: str, task_type: str | None = "CAUSAL_LM") -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=cfg_r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, task_type=task_type)
 
 
-def training_arguments(out: Path, cfg: Any) -> Any:
+def training_arguments(out: Path, cfg: LoraTrainingConfig) -> Any:
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -131,7 +160,7 @@ def losses(log_history: list[dict[str, Any]]) -> list[float]:
 def train_lora(
     model: Any,
     lora: Any,
-    cfg: Any,
+    cfg: LoraTrainingConfig,
     examples: Sequence[Any],
     collator: Callable[[list[Any]], dict[str, torch.Tensor]],
     saver: Any,

@@ -209,6 +209,22 @@ def reading_accuracy(policy: Policy, problems: list[dict[str, Any]], images: lis
     return float(np.mean([o == g for o, g in zip(outs, gold, strict=True)]))
 
 
+def whole_answer_accuracy(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    kind: Literal["direct", "cot"],
+    max_new_tokens: int,
+) -> float:
+    """Greedy whole answers of one kind, and the share right: the answer read from a CoT's last line, from all of a
+    direct answer."""
+    prompts = [TINY.render(kind, _question(p)) for p in problems]
+    outs = policy.generate(images, prompts, 0.0, stop_at_step=False, max_new_tokens=max_new_tokens)
+    texts = [(o.splitlines()[-1] if o else "") if kind == "cot" else o for o in outs]
+    right = [extract_answer(t, p.get("choices")) == p["answer"] for t, p in zip(texts, problems, strict=True)]
+    return float(np.mean(right))
+
+
 def complete_paths(
     policy: Policy,
     problems: list[dict[str, Any]],
@@ -370,25 +386,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             results["reading_accuracy"] = reading_accuracy(policy, problems, images)
             print("reading", results["reading_accuracy"], flush=True)
         if "direct" in modes:
-            prompts = [TINY.render("direct", _question(p)) for p in problems]
-            outs = policy.generate(images, prompts, 0.0, stop_at_step=False, max_new_tokens=8)
-            results["direct"] = float(
-                np.mean(
-                    [extract_answer(o, p.get("choices")) == p["answer"] for o, p in zip(outs, problems, strict=True)]
-                )
-            )
+            results["direct"] = whole_answer_accuracy(policy, problems, images, "direct", max_new_tokens=8)
             print("direct", results["direct"], flush=True)
         if "cot" in modes:
-            prompts = [TINY.render("cot", _question(p)) for p in problems]
-            outs = policy.generate(images, prompts, 0.0, stop_at_step=False, max_new_tokens=300)
-            results["cot_greedy"] = float(
-                np.mean(
-                    [
-                        extract_answer(o.splitlines()[-1] if o else "", p.get("choices")) == p["answer"]
-                        for o, p in zip(outs, problems, strict=True)
-                    ]
-                )
-            )
+            results["cot_greedy"] = whole_answer_accuracy(policy, problems, images, "cot", max_new_tokens=300)
             print("cot", results["cot_greedy"], flush=True)
     if "beam" in modes and args.prm:
         solved = service_run(args, root, problems, "beam")

@@ -27,34 +27,21 @@ import torch.nn.functional as F
 
 from atomthink.prm_format import PrmPreset, encode_path, get_prm_preset, label_token_ids
 from research.data.records import read_jsonl
-from research.training.common import lora_config, train_lora
+from research.training.common import LoraTrainingConfig, lora_config, train_lora
 from research.training.step_judge import split_steps
 
 DECODER_PROJECTIONS = r".*layers\.\d+\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass
-class LoraPrmConfig:
-    model: str
-    """Base checkpoint: a causal LM (``math-psa``), or a Qwen2 LM / Qwen2.5-Math-PRM checkpoint (``qwen-prm``)."""
-    data: list[str]
-    """PRM JSONL files (or folders holding ``prm.jsonl``)."""
-    out: str
+class LoraPrmConfig(LoraTrainingConfig):
+    """The PRM recipe: ``model`` is a causal LM (``math-psa``), or a Qwen2 LM / Qwen2.5-Math-PRM checkpoint
+    (``qwen-prm``); ``data`` holds PRM JSONL files (or folders holding ``prm.jsonl``)."""
+
     prm_preset: str = "math-psa"
-    max_steps: int = 1000
     batch_size: int = 4
     grad_accum: int = 4
-    lr: float = 1e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
     target_modules: str = DECODER_PROJECTIONS
-    merge: bool = True
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    max_records: int | None = None
-    logging_steps: int = 10
-    seed: int = 0
 
 
 def load_prm_examples(

@@ -35,7 +35,7 @@ from PIL import Image
 from atomthink.prompts import PromptPreset, chat_messages, resolve_prompt_preset
 from atomthink.steps import get_step_rules
 from research.data.records import read_jsonl
-from research.training.common import lora_config, train_lora
+from research.training.common import LoraTrainingConfig, lora_config, train_lora
 
 LANGUAGE_MODEL_PROJECTIONS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """LoRA targets of a multimodal checkpoint: the decoder's projections (LLaVA, Qwen2-VL, Qwen2.5-VL and Mllama all
@@ -43,32 +43,15 @@ name their decoder ``language_model`` in transformers 5; Mllama's cross-attentio
 
 
 @dataclass
-class LoraSftConfig:
-    model: str
-    """Base checkpoint folder (or hub id on a machine that reaches a hub)."""
-    data: list[str]
-    """SFT JSONL files (or folders holding ``sft.jsonl``)."""
-    out: str
+class LoraSftConfig(LoraTrainingConfig):
+    """The SFT recipe: ``data`` holds SFT JSONL files (or folders holding ``sft.jsonl``)."""
+
     preset: str = "auto"
     """Prompt preset the data is rendered with and the output declares (``auto``: the base's ``atomthink.json``,
     else AtomThink v1)."""
     image_root: str | None = None
     """Folder relative image paths are read from (default: each data file's folder)."""
-    max_steps: int = 1000
-    batch_size: int = 1
-    grad_accum: int = 8
-    lr: float = 1e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
     target_modules: str = LANGUAGE_MODEL_PROJECTIONS
-    merge: bool = True
-    """Save the merged model (served as any checkpoint); False saves the LoRA adapter only."""
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    max_records: int | None = None
-    logging_steps: int = 10
-    seed: int = 0
 
 
 def _data_file(path: str, name: str) -> Path:
