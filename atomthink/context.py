@@ -46,10 +46,12 @@ def checkpoint_file(model: str, name: str) -> Path | None:
         path = directory / name
         return path if path.is_file() else None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(model, name))
+    except LocalEntryNotFoundError:
+        raise  # offline and not cached: an OSError, not an absent file
     except EntryNotFoundError:
         return None
 
