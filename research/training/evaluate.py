@@ -340,8 +340,9 @@ MODES = ("auroc", "read", "direct", "cot", "beam", "service_quick")
 REMOVED_MODES = {
     "greedy": "service_quick with --temperature 0",
     "quick": "service_quick (the service's QuickThink)",
-    "bon": "atomthink eval --mode slow --strategy best_of_n (or majority, weighted_majority)",
-    "adaptive": "atomthink eval --mode slow --strategy majority --adaptive (see docs/adaptive-compute.md)",
+    "bon": "atomthink eval --mode slow --strategy best_of_n,majority,weighted_majority --candidates 1,2,4,8 "
+    "--paths DIR (every N on the same saved paths)",
+    "adaptive": "atomthink eval --mode slow --strategy majority,weighted_majority --adaptive --paths DIR",
 }
 """Modes this module ran with a sampler of its own, and where the service's strategies measure them now."""
 
