@@ -37,8 +37,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 def gateway_factory() -> RuntimeFactory:
     """The gateway without workers, its first-prompt check built from the checkpoints' tokenizers."""
+    from atomthink.context import FirstPromptCheck
     from service.runtime import gateway_runtime
-    from workers.backends.context import FirstPromptCheck
 
     return functools.partial(gateway_runtime, limits=FirstPromptCheck.from_settings)
 

@@ -8,12 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from atomthink.context import FirstPromptCheck
 from atomthink.queue import make_queue
 from atomthink.settings import Settings
 from service.orchestrator.solver import Solver
 from service.runtime import Runtime
 from workers.backends.base import PolicyBackend, StepScorer
-from workers.backends.context import FirstPromptCheck
 from workers.backends.registry import close_backend, load_policy, load_prm
 from workers.main import make_policy_worker, make_prm_worker, set_torch_threads
 from workers.worker import PolicyWorker, PrmWorker

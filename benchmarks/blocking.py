@@ -125,10 +125,10 @@ def measure(url: str, image: bytes, args: argparse.Namespace) -> None:
 def check_cost(runs: int = 50) -> None:
     """The gateway's first-prompt context check (tokenization, run on the event loop by the solver), timed in process
     on the shipped tiny policy and PRM: a short question and one at the 4000-character limit."""
+    from atomthink.context import FirstPromptCheck
     from atomthink.errors import ContextTooLong
     from atomthink.protocol import SamplingParams
     from atomthink.settings import Settings
-    from workers.backends.context import FirstPromptCheck
 
     check = FirstPromptCheck.from_settings(Settings())
     questions = {"short": "What is 2 + 2?", "4000 chars": ("What is the area of the triangle ABC? " * 200)[:4000]}

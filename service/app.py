@@ -18,7 +18,7 @@ from service.api.auth import KeyRing
 from service.api.errors import install_error_handlers
 from service.api.openai_routes import OPENAI_SCHEMAS
 from service.api.openai_routes import router as openai_router
-from service.api.routes import router
+from service.api.routes import add_multipart_schema, router
 from service.events import ExpansionEvent, ScoringEvent, SelectionEvent
 from service.quotas import make_quotas
 from service.runtime import Runtime
@@ -65,7 +65,8 @@ def create_app(runtime_factory: RuntimeFactory, settings: Settings | None = None
 
 
 def _register_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Add models to the OpenAPI components: bodies the routes read themselves, and the streamed events."""
+    """Add models to the OpenAPI components (bodies the routes read themselves, and the streamed events) and the
+    multipart body of ``/solve``; built at the first request for the OpenAPI, from the strategies registered then."""
     original = app.openapi
 
     def openapi() -> dict:  # type: ignore[type-arg]
@@ -78,6 +79,7 @@ def _register_schemas(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in definitions.get("$defs", {}).items():
             components.setdefault(name, definition)
+        add_multipart_schema(schema)
         app.openapi_schema = schema
         return schema
 

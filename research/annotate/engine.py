@@ -17,9 +17,11 @@ timings or attempt counts, so a run that was killed and resumed writes the same 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from atomthink.prompts import PRESETS
 from research.annotate.client import CallFailure, ChatClient, Reply, chat_messages, image_data_url
@@ -36,6 +38,7 @@ from research.annotate.prompts import (
 )
 from research.eval.matching import match_answer
 
+Parsed = TypeVar("Parsed")
 Mode = Literal["dynamic", "atomize", "solve"]
 MODES: tuple[Mode, ...] = ("dynamic", "atomize", "solve")
 Status = Literal["accepted", "mismatch", "rejected"]
@@ -181,40 +184,28 @@ class Annotator:
                 system, user = dynamic_messages(question, texts)
             else:
                 system, user = preset_messages(preset, question, texts)
-            node: Node | None = None
-            last = "none"
-            for attempt in range(config.max_resamples + 1):
-                result = await self._call(
-                    record,
-                    system,
-                    user,
-                    image_url,
-                    schema=NODE_SCHEMA if preset is None else None,
-                    schema_name="atomthink_node",
-                    max_tokens=max_tokens,
-                    seed=call_seed(rid, depth, attempt, config.seed),
-                    stop=stop,
-                )
-                if isinstance(result, CallFailure):
-                    record["unusable"].append({"step": depth, "reason": result.reason, "excerpt": ""})
-                    return result.reason
-                parsed = self._read_node(result, texts[-1] if texts else None, problem)
-                if isinstance(parsed, Unusable):
-                    record["unusable"].append({"step": depth, "reason": parsed.reason, "excerpt": parsed.excerpt})
-                    last = parsed.reason
-                    continue
-                node = parsed
-                break
-            if node is None:
-                return f"unusable:{last}"
+            previous = texts[-1] if texts else None
+            node = await self._resample(
+                record,
+                rid,
+                depth,
+                system,
+                user,
+                image_url,
+                schema=NODE_SCHEMA if preset is None else None,
+                schema_name="atomthink_node",
+                max_tokens=max_tokens,
+                stop=stop,
+                read=functools.partial(self._read_node, previous=previous, problem=problem),
+            )
+            if isinstance(node, str):
+                return node
             nodes.append(node)
             if node.action == "conclude":
                 return nodes
         return "no_conclusion"
 
     def _read_node(self, reply: Reply, previous: str | None, problem: AnnotateProblem) -> Node | Unusable:
-        if reply.error is not None:
-            return Unusable(reply.error, excerpt(reply.body_excerpt))
         if reply.finish_reason == "length" and self.config.prompt_style == GENERIC:
             parsed = parse_node(reply.text, previous, problem.item.choices)
             return parsed if isinstance(parsed, Node) else Unusable("truncated", excerpt(reply.text))
@@ -222,12 +213,24 @@ class Annotator:
             return parse_node(reply.text, previous, problem.item.choices)
         return parse_plain_step(reply.text, previous, problem.item.choices)
 
-    async def _atomize(
-        self, problem: AnnotateProblem, question: str, image_url: str | None, record: dict[str, Any], rid: str
-    ) -> list[Node] | str:
-        if not problem.solution or not problem.solution.strip():
-            return "no_solution"
-        system, user = atomize_messages(question, problem.solution)
+    async def _resample(
+        self,
+        record: dict[str, Any],
+        rid: str,
+        depth: int,
+        system: str | None,
+        user: str,
+        image_url: str | None,
+        *,
+        schema: dict[str, Any] | None,
+        schema_name: str,
+        max_tokens: int,
+        read: Callable[[Reply], Parsed | Unusable],
+        stop: list[str] | None = None,
+    ) -> Parsed | str:
+        """One call, resampled up to ``max_resamples`` times while ``read`` finds its reply unusable (every such
+        reply listed under ``unusable`` at ``depth``): what ``read`` made of the first usable reply, or the reason
+        none came (the call's failure, or ``unusable:<the last reply's reason>``)."""
         last = "none"
         for attempt in range(self.config.max_resamples + 1):
             result = await self._call(
@@ -235,56 +238,54 @@ class Annotator:
                 system,
                 user,
                 image_url,
-                schema=PATH_SCHEMA,
-                schema_name="atomthink_path",
-                max_tokens=self.config.max_tokens or 1024,
-                seed=call_seed(rid, 0, attempt, self.config.seed),
+                schema=schema,
+                schema_name=schema_name,
+                max_tokens=max_tokens,
+                seed=call_seed(rid, depth, attempt, self.config.seed),
+                stop=stop,
             )
             if isinstance(result, CallFailure):
-                record["unusable"].append({"step": 0, "reason": result.reason, "excerpt": ""})
+                record["unusable"].append({"step": depth, "reason": result.reason, "excerpt": ""})
                 return result.reason
-            if result.error is not None:
-                parsed: list[Node] | Unusable = Unusable(result.error, excerpt(result.body_excerpt))
-            else:
-                parsed = parse_path(result.text, problem.item.choices)
-                if isinstance(parsed, Unusable) and result.finish_reason == "length":
-                    parsed = Unusable("truncated", parsed.excerpt)
+            parsed = Unusable(result.error, excerpt(result.body_excerpt)) if result.error is not None else read(result)
             if isinstance(parsed, Unusable):
-                record["unusable"].append({"step": 0, "reason": parsed.reason, "excerpt": parsed.excerpt})
+                record["unusable"].append({"step": depth, "reason": parsed.reason, "excerpt": parsed.excerpt})
                 last = parsed.reason
                 continue
             return parsed
         return f"unusable:{last}"
 
+    async def _atomize(
+        self, problem: AnnotateProblem, question: str, image_url: str | None, record: dict[str, Any], rid: str
+    ) -> list[Node] | str:
+        if not problem.solution or not problem.solution.strip():
+            return "no_solution"
+        system, user = atomize_messages(question, problem.solution)
+
+        def read(reply: Reply) -> list[Node] | Unusable:
+            parsed = parse_path(reply.text, problem.item.choices)
+            if isinstance(parsed, Unusable) and reply.finish_reason == "length":
+                return Unusable("truncated", parsed.excerpt)
+            return parsed
+
+        max_tokens = self.config.max_tokens or 1024
+        return await self._resample(
+            record, rid, 0, system, user, image_url, schema=PATH_SCHEMA, schema_name="atomthink_path",
+            max_tokens=max_tokens, read=read,
+        )  # fmt: skip
+
     async def _solve(
         self, problem: AnnotateProblem, question: str, image_url: str | None, record: dict[str, Any], rid: str
     ) -> list[Node] | str:
         """The bare question to an endpoint that reasons step by step itself; its steps become the path."""
-        last = "none"
-        for attempt in range(self.config.max_resamples + 1):
-            result = await self._call(
-                record,
-                None,
-                question,
-                image_url,
-                schema=None,
-                schema_name="",
-                max_tokens=self.config.max_tokens or 1024,
-                seed=call_seed(rid, 0, attempt, self.config.seed),
-            )
-            if isinstance(result, CallFailure):
-                record["unusable"].append({"step": 0, "reason": result.reason, "excerpt": ""})
-                return result.reason
-            if result.error is not None:
-                parsed: list[Node] | Unusable = Unusable(result.error, excerpt(result.body_excerpt))
-            else:
-                parsed = parse_solution(result.text, result.reasoning, problem.item.choices)
-            if isinstance(parsed, Unusable):
-                record["unusable"].append({"step": 0, "reason": parsed.reason, "excerpt": parsed.excerpt})
-                last = parsed.reason
-                continue
-            return parsed
-        return f"unusable:{last}"
+
+        def read(reply: Reply) -> list[Node] | Unusable:
+            return parse_solution(reply.text, reply.reasoning, problem.item.choices)
+
+        max_tokens = self.config.max_tokens or 1024
+        return await self._resample(
+            record, rid, 0, None, question, image_url, schema=None, schema_name="", max_tokens=max_tokens, read=read
+        )
 
 
 def _step_record(node: Node) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""Shared training helpers: seeding, CPU threads, schedules, loss logs."""
+"""Shared training helpers: seeding, CPU threads, schedules, loss logs, the LoRA recipes' trainer."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atomthink.prompts import PRESET_FILE
 from atomthink.settings import Settings
 
 
@@ -80,3 +83,106 @@ def length_bucketed_batches(
         out.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
     rng.shuffle(out)
     return out
+
+
+@dataclass
+class LoraTrainingConfig:
+    """What the LoRA recipes (``lora_sft``, ``lora_prm``) share: the base, the data, the output and the trainer's
+    schedule."""
+
+    model: str
+    """Base checkpoint folder (or hub id on a machine that reaches a hub)."""
+    data: list[str]
+    """Record files (JSONL), or folders holding the recipe's file."""
+    out: str
+    max_steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 8
+    lr: float = 1e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = ""
+    """Regular expression of the modules LoRA adapts (each recipe sets its default)."""
+    merge: bool = True
+    """Save the merged model (served as any checkpoint); False saves the LoRA adapter only."""
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    max_records: int | None = None
+    logging_steps: int = 10
+    seed: int = 0
+
+
+def lora_config(cfg_r: int, alpha: int, dropout: float, target: str, task_type: str | None = "CAUSAL_LM") -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg_r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, task_type=task_type)
+
+
+def training_arguments(out: Path, cfg: LoraTrainingConfig) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out / "trainer"),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(10, max(0, cfg.max_steps // 10)),
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=cfg.seed,
+        disable_tqdm=True,
+    )
+
+
+def save_output(model: Any, processor: Any, out: Path, merge: bool, presets: dict[str, str]) -> None:
+    """The merged checkpoint (or adapter), the processor or tokenizer, and the presets the service reads."""
+    if merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / PRESET_FILE).write_text(json.dumps(presets, indent=2) + "\n")
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+
+
+def losses(log_history: list[dict[str, Any]]) -> list[float]:
+    return [float(entry["loss"]) for entry in log_history if "loss" in entry]
+
+
+def train_lora(
+    model: Any,
+    lora: Any,
+    cfg: LoraTrainingConfig,
+    examples: Sequence[Any],
+    collator: Callable[[list[Any]], dict[str, torch.Tensor]],
+    saver: Any,
+    presets: dict[str, str],
+    trainer_class: Any = None,
+) -> tuple[list[float], int]:
+    """The LoRA recipes' training (``lora_sft``, ``lora_prm``): ``lora`` on ``model``, ``transformers.Trainer`` (or
+    ``trainer_class``) over ``examples`` with ``cfg``'s schedule, the result saved to ``cfg.out`` with ``saver`` (the
+    processor or tokenizer) and ``presets`` (merged unless ``cfg.merge`` is off). Returns the logged losses and the
+    count of trained parameters."""
+    from peft import get_peft_model
+    from transformers import Trainer
+
+    model = get_peft_model(model, lora)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = (trainer_class or Trainer)(
+        model=model, args=training_arguments(out, cfg), train_dataset=examples, data_collator=collator
+    )
+    trainer.train()
+    history = losses(trainer.state.log_history)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.eval()
+    save_output(model, saver, out, cfg.merge, presets)
+    return history, trainable

@@ -1,16 +1,17 @@
-"""A self-contained measurement of the tiny models with plain ``transformers`` (no service code).
+"""What only the evaluator measures of the tiny models, with plain ``transformers``, beside the service's own runs.
 
 * reading accuracy: greedy next step after the gold prefix, on every ``image_recognition`` step;
-* direct / cot / quick (one sampled step at a time) accuracy;
-* best-of-N (N quick paths, finished ones first as the service ranks them, then by PRM ``min``/``mean``/``last``)
-  and majority vote over the same N paths;
-* step-wise beam search (width 2, 3 candidates per beam, all 6 ranked by the PRM's score of the last step);
+* direct / CoT accuracy (greedy whole answers);
 * PRM step-level AUROC on labelled held-out PRM records (overall, on the steps up to and including each record's
   first ``-``, per corruption kind, and within calculation steps: right against wrong arithmetic, where step type
-  cannot stand in for correctness).
+  cannot stand in for correctness);
+* ``beam`` (width 2, 3 candidates, ``last``) and ``service_quick`` (QuickThink): the service's registered strategies,
+  embedded in this process on the same checkpoints, one solve per problem (seed ``--seed`` + index), at the sampling
+  the run states (``--temperature``, ``--top-p``, ``--top-k``).
 
-The policy is called exactly as the serving contract says: the TINY prompt through the processor's chat template,
-``padding_side="left"``, generation stopped at the step delimiter or EOS.
+Best-of-N, the votes and adaptive compute are measured by ``atomthink eval`` (the service's strategies, with their
+sampling stated). The policy is called as the serving contract says: the TINY prompt through the processor's chat
+template, ``padding_side="left"``, generation stopped at the step delimiter or EOS.
 
     python -m research.training.evaluate --policy models/atomthink-tiny-policy --prm models/atomthink-tiny-prm \
         --data data/heldout --n 500
@@ -20,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import random
 import time
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +38,6 @@ from atomthink.settings import Settings
 from atomthink.steps import extract_answer, invalid_reason, is_final
 from research.data.engine import arithmetic_is_right
 from research.data.records import read_jsonl, split_process, through_first_error
-from service.orchestrator.strategies.voting import tally
-from service.orchestrator.tree import rank_key
 from service.schemas import SolveParams, SolveResponse
 
 
@@ -66,9 +62,8 @@ class Policy:
         temperature: float,
         max_new_tokens: int = 48,
         stop_at_step: bool = True,
-        token_counts: list[int] | None = None,
     ) -> list[str]:
-        """Sampled continuations; ``token_counts``, when given, gets each one's generated token count."""
+        """Continuations: sampled (``top_k=0, top_p=1.0``) above temperature 0, greedy at 0."""
         out: list[str] = []
         tok = self.processor.tokenizer
         for i in range(0, len(prompts), self.batch_size):
@@ -97,8 +92,6 @@ class Policy:
             for row in new:
                 ids = [t for t in row.tolist() if t != self.pad_id]
                 self.generated_tokens += len(ids)
-                if token_counts is not None:
-                    token_counts.append(len(ids))
                 text = tok.decode(ids, skip_special_tokens=True)
                 out.append(text.split(TINY_STEP_DELIMITER)[0].strip() if stop_at_step else text.strip())
         return out
@@ -216,6 +209,22 @@ def reading_accuracy(policy: Policy, problems: list[dict[str, Any]], images: lis
     return float(np.mean([o == g for o, g in zip(outs, gold, strict=True)]))
 
 
+def whole_answer_accuracy(
+    policy: Policy,
+    problems: list[dict[str, Any]],
+    images: list[Image.Image],
+    kind: Literal["direct", "cot"],
+    max_new_tokens: int,
+) -> float:
+    """Greedy whole answers of one kind, and the share right: the answer read from a CoT's last line, from all of a
+    direct answer."""
+    prompts = [TINY.render(kind, _question(p)) for p in problems]
+    outs = policy.generate(images, prompts, 0.0, stop_at_step=False, max_new_tokens=max_new_tokens)
+    texts = [(o.splitlines()[-1] if o else "") if kind == "cot" else o for o in outs]
+    right = [extract_answer(t, p.get("choices")) == p["answer"] for t, p in zip(texts, problems, strict=True)]
+    return float(np.mean(right))
+
+
 def complete_paths(
     policy: Policy,
     problems: list[dict[str, Any]],
@@ -224,36 +233,26 @@ def complete_paths(
     temperature: float,
     max_depth: int = 12,
     retries: int = 3,
-    tokens: list[list[int]] | None = None,
 ) -> list[list[str]]:
-    """QuickThink from given prefixes: for each ``(problem index, steps so far)`` one path, one sampled atomic step
-    per call (all paths batched), invalid steps resampled, until a final step or ``max_depth`` steps.
-
-    ``tokens``, when given, is filled with the tokens each new step of each path took to generate (its resamples
-    included)."""
+    """Paths completed from given prefixes, for the rollout labels (``research.training.rollouts``; no evaluation
+    row uses it): for each ``(problem index, steps so far)`` one path, one sampled atomic step per call (all paths
+    batched, ``top_k=0, top_p=1.0``), invalid steps resampled, until a final step or ``max_depth`` steps."""
     paths = [list(prefix) for _, prefix in starts]
-    spent: list[list[int]] = [[] for _ in paths]
     owner = [i for i, _ in starts]
     active = [k for k, path in enumerate(paths) if not (path and is_final(path[-1])) and len(path) < max_depth]
     while active:
         pending = list(active)
         chosen: dict[int, str] = {}
-        step_tokens = dict.fromkeys(active, 0)
         for attempt in range(retries + 1):
             if not pending:
                 break
-            counts: list[int] = []
-            kwargs: dict[str, Any] = {"token_counts": counts} if tokens is not None else {}  # test policies don't count
             outs = policy.generate(
                 [images[owner[k]] for k in pending],
                 [TINY.render("step", _question(problems[owner[k]]), paths[k]) for k in pending],
                 temperature,
-                **kwargs,
             )
-            counts = counts or [0] * len(outs)
             still = []
-            for k, step, count in zip(pending, outs, counts, strict=True):
-                step_tokens[k] += count
+            for k, step in zip(pending, outs, strict=True):
                 prev = paths[k][-1] if paths[k] else None
                 if invalid_reason(step, prev) is None or attempt == retries:
                     chosen[k] = step
@@ -262,30 +261,8 @@ def complete_paths(
             pending = still
         for k in active:
             paths[k].append(chosen[k])
-            spent[k].append(step_tokens[k])
         active = [k for k in active if not is_final(paths[k][-1]) and len(paths[k]) < max_depth]
-    if tokens is not None:
-        tokens[:] = spent
     return paths
-
-
-def sample_paths(
-    policy: Policy,
-    problems: list[dict[str, Any]],
-    images: list[Image.Image],
-    n: int,
-    temperature: float,
-    max_depth: int = 12,
-    retries: int = 3,
-    tokens: list[list[list[int]]] | None = None,
-) -> list[list[list[str]]]:
-    """QuickThink paths: ``n`` independent ones per problem; ``tokens``, when given, gets each step's tokens."""
-    starts: list[tuple[int, Sequence[str]]] = [(i, []) for i in range(len(problems)) for _ in range(n)]
-    spent: list[list[int]] = []
-    flat = complete_paths(policy, problems, images, starts, temperature, max_depth, retries, tokens=spent)
-    if tokens is not None:
-        tokens[:] = [spent[i * n : (i + 1) * n] for i in range(len(problems))]
-    return [flat[i * n : (i + 1) * n] for i in range(len(problems))]
 
 
 def _final(path: list[str]) -> str | None:
@@ -357,66 +334,28 @@ def sampling_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 SERVICE_MAX_STEPS = 12
-"""Steps per path in the service runs (this module's sampler stops at 12 too)."""
+"""Steps per path in the service runs."""
 
-_PATHS_ARGS = ("policy", "data", "temperature", "seed")
-
-
-def weights_fingerprint(model_dir: str | Path) -> str:
-    """SHA-256 of a checkpoint's ``*.safetensors`` files: a policy retrained into the same folder differs."""
-    digest = hashlib.sha256()
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+MODES = ("auroc", "read", "direct", "cot", "beam", "service_quick")
+REMOVED_MODES = {
+    "greedy": "service_quick with --temperature 0",
+    "quick": "service_quick (the service's QuickThink)",
+    "bon": "atomthink eval --mode slow --strategy best_of_n,majority,weighted_majority --candidates 1,2,4,8 "
+    "--paths DIR (every N on the same saved paths)",
+    "adaptive": "atomthink eval --mode slow --strategy majority,weighted_majority --adaptive --paths DIR",
+}
+"""Modes this module ran with a sampler of its own, and where the service's strategies measure them now."""
 
 
-def _paths_meta(args: argparse.Namespace) -> dict[str, Any]:
-    """What made a set of sampled paths: the arguments that matter and the policy's weights."""
-    return {**{k: getattr(args, k) for k in _PATHS_ARGS}, "policy_weights": weights_fingerprint(args.policy)}
-
-
-def save_paths(
-    args: argparse.Namespace,
-    problems: list[dict[str, Any]],
-    paths: list[list[list[str]]],
-    tokens: list[list[list[int]]],
-) -> None:
-    """Write the sampled QuickThink paths (and the tokens each of their steps took) with what made them and the
-    RNG state after sampling."""
-    Path(args.paths).write_text(
-        json.dumps(
-            {
-                **_paths_meta(args),
-                "ids": [p["id"] for p in problems],
-                "paths": paths,
-                "tokens": tokens,
-                "rng_state": torch.get_rng_state().tolist(),
-            }
-        )
-        + "\n"
-    )
-
-
-def load_paths(
-    args: argparse.Namespace, problems: list[dict[str, Any]], per_problem: int
-) -> tuple[list[list[list[str]]], list[list[list[int]]] | None]:
-    """Paths saved by an earlier run with the same policy (path and weights), data, problems, samples, temperature
-    and seed, with the torch RNG put back where sampling left it, so later modes (beam) draw what they would have
-    drawn; with the tokens of every step where the file has them."""
-    saved = json.loads(Path(args.paths).read_text())
-    wrong = [k.replace("_", " ") for k, v in _paths_meta(args).items() if saved.get(k) != v]
-    ids = [p["id"] for p in problems]
-    if saved["ids"] != ids or len(saved["paths"][0]) != per_problem:
-        wrong.append("problems or samples per problem")
-    if wrong:
-        raise SystemExit(
-            f"{args.paths} was sampled with other settings ({', '.join(wrong)}): delete it or pass another --paths"
-        )
-    torch.set_rng_state(torch.tensor(saved["rng_state"], dtype=torch.uint8))
-    paths: list[list[list[str]]] = saved["paths"]
-    return paths, saved.get("tokens")
+def parse_modes(value: str) -> set[str]:
+    modes = {m.strip() for m in value.split(",") if m.strip()}
+    gone = [f"{m}: {REMOVED_MODES[m]}" for m in sorted(modes & REMOVED_MODES.keys())]
+    if gone:
+        raise argparse.ArgumentTypeError("modes now measured by the service's strategies; use " + "; ".join(gone))
+    unknown = sorted(modes - set(MODES))
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(MODES)}; got {value!r}")
+    return modes
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -425,103 +364,35 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     random.seed(args.seed)
     root = Path(args.data)
     problems = read_jsonl(root / "problems.jsonl")[: args.n]
-    images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
+    modes: set[str] = args.modes
     results: dict[str, Any] = {"n": len(problems), "data": str(root), **sampling_of(args)}
     results["implementation"] = {
         "beam_w2_c3, service_quick": "the service's registered strategies (embedded, memory queue), sampling above",
-        "quick, best_of_n, adaptive, greedy, direct, cot": "this module's batched transformers sampler (top_k=0, "
-        "top_p=1.0), temperature above",
+        "read, direct, cot": "this module's batched transformers greedy decoding",
     }
     t0 = time.time()
-    policy = Policy(args.policy) if args.policy else None
-    prm = Prm(args.prm) if args.prm else None
-    modes = set(args.modes.split(","))
-    if prm is not None and "auroc" in modes:
+    prm = Prm(args.prm) if args.prm and "auroc" in modes else None
+    if prm is not None:
         recs = read_jsonl(root / "prm.jsonl")
         ids = {p["id"] for p in problems}
         recs = [r for r in recs if r["id"] in ids]
         results["prm_auroc"] = prm_auroc(prm, recs)
         print("prm_auroc", json.dumps(results["prm_auroc"]), flush=True)
-    if policy is None:
+    if not args.policy:
         return results
-    if "read" in modes:
-        results["reading_accuracy"] = reading_accuracy(policy, problems, images)
-        print("reading", results["reading_accuracy"], flush=True)
-    if "direct" in modes:
-        outs = policy.generate(
-            images, [TINY.render("direct", _question(p)) for p in problems], 0.0, stop_at_step=False, max_new_tokens=8
-        )
-        results["direct"] = float(
-            np.mean([extract_answer(o, p.get("choices")) == p["answer"] for o, p in zip(outs, problems, strict=True)])
-        )
-        print("direct", results["direct"], flush=True)
-    if "cot" in modes:
-        outs = policy.generate(
-            images, [TINY.render("cot", _question(p)) for p in problems], 0.0, stop_at_step=False, max_new_tokens=300
-        )
-        results["cot_greedy"] = float(
-            np.mean(
-                [
-                    extract_answer(o.splitlines()[-1] if o else "", p.get("choices")) == p["answer"]
-                    for o, p in zip(outs, problems, strict=True)
-                ]
-            )
-        )
-        print("cot", results["cot_greedy"], flush=True)
-    if "greedy" in modes:
-        paths = sample_paths(policy, problems, images, 1, 0.0)
-        results["quick_greedy"] = float(
-            np.mean([_correct(p, _final(ps[0])) for p, ps in zip(problems, paths, strict=True)])
-        )
-        print("quick_greedy", results["quick_greedy"], flush=True)
-    n = args.best_of
-    if "quick" in modes or "bon" in modes:
-        per_problem = n if "bon" in modes else 1
-        tokens: list[list[list[int]]] | None = []
-        if args.paths and Path(args.paths).exists():
-            paths, tokens = load_paths(args, problems, per_problem)
-        else:
-            t = time.time()
-            paths = sample_paths(policy, problems, images, per_problem, args.temperature, tokens=tokens)
-            results["quick_seconds_per_problem"] = (time.time() - t) / len(problems) / len(paths[0])
-            if args.paths:
-                save_paths(args, problems, paths, tokens or [])
-        correct = np.array([[_correct(p, _final(path)) for path in ps] for p, ps in zip(problems, paths, strict=True)])
-        results["quick"] = float(correct.mean())  # every sample is one independent QuickThink run
-        results["quick_first_sample"] = float(correct[:, 0].mean())
-        results["pass_at_n"] = float(correct.any(1).mean())
-        print("quick", results["quick"], flush=True)
-        if "bon" in modes and prm is not None:
-            flat = [(_question(p), path) for p, ps in zip(problems, paths, strict=True) for path in ps]
-            scores = prm.score(flat)
-            # the same comparison on the policy's own calculation steps (the errors best-of-N must reject)
-            results["sampled_arithmetic_auroc"] = arithmetic_auroc([path for _, path in flat], scores)
-            print("sampled_arithmetic_auroc", results["sampled_arithmetic_auroc"], flush=True)
-            sweep: dict[str, dict[str, float]] = {}
-            per = [scores[i * n : (i + 1) * n] for i in range(len(problems))]
-            for k in [k for k in (1, 2, 4, 8, 16) if k <= n]:
-                res: dict[str, list[bool]] = defaultdict(list)
-                for p, ps, sc in zip(problems, paths, per, strict=True):
-                    ps_k, sc_k = ps[:k], sc[:k]
-                    for agg in ("min", "mean", "last"):
-                        best = max(range(k), key=lambda j: rank_key(_final(ps_k[j]) is not None, sc_k[j], agg))
-                        res[f"best_of_n_{agg}"].append(_correct(p, _final(ps_k[best])))
-                    votes = Counter(extract_answer(f, p.get("choices")) for f in map(_final, ps_k) if f)
-                    vote = votes.most_common(1)[0][0] if votes else None
-                    res["majority"].append(vote == p["answer"])
-                    # PRM-weighted vote (sum of min scores per answer), as the service's weighted_majority
-                    voters = [(f, s) for f, s in zip(map(_final, ps_k), sc_k, strict=True) if f and s]
-                    weighted = tally(
-                        [extract_answer(f, p.get("choices")) for f, _ in voters], [min(s) for _, s in voters]
-                    )
-                    wv = max(weighted, key=weighted.__getitem__) if weighted else None
-                    res["weighted_vote_min"].append(wv == p["answer"])
-                sweep[str(k)] = {key: float(np.mean(v)) for key, v in res.items()}
-            results["best_of_n"] = sweep
-            print("best_of_n", json.dumps(sweep), flush=True)
-            if "adaptive" in modes:
-                results["adaptive"] = _adaptive(args, problems, paths, tokens, per)
-    if "beam" in modes and prm is not None:
+    if modes & {"read", "direct", "cot"}:
+        policy = Policy(args.policy)
+        images = [Image.open(root / p["image"]).convert("RGB") for p in problems]
+        if "read" in modes:
+            results["reading_accuracy"] = reading_accuracy(policy, problems, images)
+            print("reading", results["reading_accuracy"], flush=True)
+        if "direct" in modes:
+            results["direct"] = whole_answer_accuracy(policy, problems, images, "direct", max_new_tokens=8)
+            print("direct", results["direct"], flush=True)
+        if "cot" in modes:
+            results["cot_greedy"] = whole_answer_accuracy(policy, problems, images, "cot", max_new_tokens=300)
+            print("cot", results["cot_greedy"], flush=True)
+    if "beam" in modes and args.prm:
         solved = service_run(args, root, problems, "beam")
         results["beam_w2_c3"] = float(np.mean([r.answer == p["answer"] for p, r in zip(problems, solved, strict=True)]))
         results["beam_paths"] = [[step.text for step in r.steps] for r in solved]
@@ -536,25 +407,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _adaptive(
-    args: argparse.Namespace,
-    problems: list[dict[str, Any]],
-    paths: list[list[list[str]]],
-    tokens: list[list[list[int]]] | None,
-    scores: list[list[list[float]]],
-) -> list[dict[str, Any]]:
-    """Fixed N against adaptive votes and pruned best-of-N, replayed by the service's strategies over the paths."""
-    from research.training import adaptive
-
-    if not tokens:
-        raise SystemExit(f"{args.paths} has no per-step token counts: delete it to sample the paths again")
-    rows = adaptive.compare(problems, paths, tokens, scores, sizes=[k for k in (1, 2, 4, 8, 16) if k <= args.best_of])
-    print(adaptive.markdown(rows), flush=True)
-    if args.plot:
-        print("plot", adaptive.plot(rows, Path(args.plot)), flush=True)
-    return [asdict(row) for row in rows]
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default=None)
     p.add_argument("--prm", default=None)
@@ -562,26 +414,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=500)
     p.add_argument(
         "--modes",
-        default="auroc,read,direct,cot,greedy,quick,bon,beam",
-        help="comma-separated; also adaptive (with bon): fixed N against adaptive votes and pruned best-of-N; "
-        "service_quick: QuickThink as the service runs it (beam always runs the service's)",
+        type=parse_modes,
+        default=set(MODES),
+        help=f"comma list of {', '.join(MODES)} (default: all); beam and service_quick run the service's "
+        "strategies; best-of-N, votes and adaptive compute: atomthink eval",
     )
-    p.add_argument("--best-of", type=int, default=8)
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=0.7, help="service runs: sampling temperature")
     p.add_argument("--top-p", type=float, default=None, help="service runs: unset, the prompt preset's (tiny: 0.9)")
     p.add_argument("--top-k", type=int, default=None, help="service runs: unset, the prompt preset's (tiny: 50)")
     p.add_argument("--concurrency", type=int, default=8, help="service runs: solves in flight at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the results to this file")
-    p.add_argument("--plot", default=None, help="mode adaptive: save accuracy against mean tokens to this PNG")
-    p.add_argument(
-        "--paths",
-        default=None,
-        help="JSON file of the sampled QuickThink paths: written when missing, reused when present (same policy "
-        "path and weights, data, problems, samples, temperature and seed), so other PRMs are compared on the same "
-        "samples",
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,34 +27,21 @@ import torch.nn.functional as F
 
 from atomthink.prm_format import PrmPreset, encode_path, get_prm_preset, label_token_ids
 from research.data.records import read_jsonl
-from research.training.lora_sft import lora_config, losses, save_output, training_arguments
+from research.training.common import LoraTrainingConfig, lora_config, train_lora
 from research.training.step_judge import split_steps
 
 DECODER_PROJECTIONS = r".*layers\.\d+\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass
-class LoraPrmConfig:
-    model: str
-    """Base checkpoint: a causal LM (``math-psa``), or a Qwen2 LM / Qwen2.5-Math-PRM checkpoint (``qwen-prm``)."""
-    data: list[str]
-    """PRM JSONL files (or folders holding ``prm.jsonl``)."""
-    out: str
+class LoraPrmConfig(LoraTrainingConfig):
+    """The PRM recipe: ``model`` is a causal LM (``math-psa``), or a Qwen2 LM / Qwen2.5-Math-PRM checkpoint
+    (``qwen-prm``); ``data`` holds PRM JSONL files (or folders holding ``prm.jsonl``)."""
+
     prm_preset: str = "math-psa"
-    max_steps: int = 1000
     batch_size: int = 4
     grad_accum: int = 4
-    lr: float = 1e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
     target_modules: str = DECODER_PROJECTIONS
-    merge: bool = True
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    max_records: int | None = None
-    logging_steps: int = 10
-    seed: int = 0
 
 
 def load_prm_examples(
@@ -140,7 +127,6 @@ def _load_model(cfg: LoraPrmConfig, preset: PrmPreset, tokenizer: Any, dtype: to
 
 
 def train_lora_prm(cfg: LoraPrmConfig) -> dict[str, Any]:
-    from peft import get_peft_model
     from transformers import AutoTokenizer
 
     preset = get_prm_preset(cfg.prm_preset)
@@ -154,21 +140,11 @@ def train_lora_prm(cfg: LoraPrmConfig) -> dict[str, Any]:
                        "CAUSAL_LM" if preset.kind == "causal_lm" else None)  # fmt: skip
     if preset.kind == "token_classification":
         lora.modules_to_save = ["score"]
-    model = get_peft_model(model, lora)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    trainer = _trainer_class()(
-        model=model,
-        args=training_arguments(out, cfg),
-        train_dataset=examples,
-        data_collator=PrmCollator(pad),
+    history, trainable = train_lora(
+        model, lora, cfg, examples, PrmCollator(pad), tokenizer, {"prm_preset": preset.name}, _trainer_class()
     )
-    trainer.train()
-    history = losses(trainer.state.log_history)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.eval()
-    save_output(model, tokenizer, out, cfg.merge, {"prm_preset": preset.name})
+    out = Path(cfg.out)
     if cfg.merge and preset.kind == "token_classification":
         config_path = out / "config.json"
         config = json.loads(config_path.read_text())

@@ -25,7 +25,6 @@ projections; the output is a merged checkpoint (default) or an adapter folder, w
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from atomthink.prompts import PRESET_FILE, PromptPreset, chat_messages, resolve_prompt_preset
+from atomthink.prompts import PromptPreset, chat_messages, resolve_prompt_preset
 from atomthink.steps import get_step_rules
 from research.data.records import read_jsonl
+from research.training.common import LoraTrainingConfig, lora_config, train_lora
 
 LANGUAGE_MODEL_PROJECTIONS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """LoRA targets of a multimodal checkpoint: the decoder's projections (LLaVA, Qwen2-VL, Qwen2.5-VL and Mllama all
@@ -43,32 +43,15 @@ name their decoder ``language_model`` in transformers 5; Mllama's cross-attentio
 
 
 @dataclass
-class LoraSftConfig:
-    model: str
-    """Base checkpoint folder (or hub id on a machine that reaches a hub)."""
-    data: list[str]
-    """SFT JSONL files (or folders holding ``sft.jsonl``)."""
-    out: str
+class LoraSftConfig(LoraTrainingConfig):
+    """The SFT recipe: ``data`` holds SFT JSONL files (or folders holding ``sft.jsonl``)."""
+
     preset: str = "auto"
     """Prompt preset the data is rendered with and the output declares (``auto``: the base's ``atomthink.json``,
     else AtomThink v1)."""
     image_root: str | None = None
     """Folder relative image paths are read from (default: each data file's folder)."""
-    max_steps: int = 1000
-    batch_size: int = 1
-    grad_accum: int = 8
-    lr: float = 1e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
     target_modules: str = LANGUAGE_MODEL_PROJECTIONS
-    merge: bool = True
-    """Save the merged model (served as any checkpoint); False saves the LoRA adapter only."""
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    max_records: int | None = None
-    logging_steps: int = 10
-    seed: int = 0
 
 
 def _data_file(path: str, name: str) -> Path:
@@ -162,53 +145,8 @@ class MarkovCollator:
         return {**inputs, "labels": labels}
 
 
-def lora_config(cfg_r: int, alpha: int, dropout: float, target: str, task_type: str | None = "CAUSAL_LM") -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg_r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, task_type=task_type)
-
-
-def training_arguments(out: Path, cfg: Any) -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(out / "trainer"),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=min(10, max(0, cfg.max_steps // 10)),
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        bf16=cfg.bf16,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        seed=cfg.seed,
-        disable_tqdm=True,
-    )
-
-
-def save_output(model: Any, processor: Any, out: Path, merge: bool, presets: dict[str, str]) -> None:
-    """The merged checkpoint (or adapter), the processor or tokenizer, and the presets the service reads."""
-    if merge:
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / PRESET_FILE).write_text(json.dumps(presets, indent=2) + "\n")
-    shutil.rmtree(out / "trainer", ignore_errors=True)
-
-
-def losses(log_history: list[dict[str, Any]]) -> list[float]:
-    return [float(entry["loss"]) for entry in log_history if "loss" in entry]
-
-
 def train_lora_sft(cfg: LoraSftConfig) -> dict[str, Any]:
-    from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, Trainer
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     preset = resolve_prompt_preset(cfg.preset, cfg.model)
     examples = load_markov_examples(cfg.data, preset, cfg.image_root, cfg.max_records)
@@ -237,20 +175,9 @@ def train_lora_sft(cfg: LoraSftConfig) -> dict[str, Any]:
     target = cfg.target_modules
     if not hasattr(config, "vision_config") and target == LANGUAGE_MODEL_PROJECTIONS:
         target = r".*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-    model = get_peft_model(model, lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, target))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(out, cfg),
-        train_dataset=examples,  # type: ignore[arg-type]
-        data_collator=MarkovCollator(processor, preset),
-    )
-    trainer.train()
-    history = losses(trainer.state.log_history)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.eval()
-    save_output(model, processor, out, cfg.merge, {"prompt_preset": preset.name})
+    lora = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, target)
+    collator = MarkovCollator(processor, preset)
+    history, trainable = train_lora(model, lora, cfg, examples, collator, processor, {"prompt_preset": preset.name})
     summary = {
         "config": asdict(cfg),
         "prompt_preset": preset.name,
@@ -258,5 +185,5 @@ def train_lora_sft(cfg: LoraSftConfig) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "losses": history,
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (Path(cfg.out) / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -45,10 +45,18 @@ _SOLVE_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/SolveJsonRequest"}},
-            "multipart/form-data": {"schema": _multipart_schema()},
+            "multipart/form-data": {"schema": {}},  # written by add_multipart_schema, with the app's OpenAPI
         },
     }
 }
+
+
+def add_multipart_schema(spec: dict[str, Any]) -> None:
+    """Write the ``/solve`` multipart body's schema into an app's OpenAPI as it is built (``service.app``), not at
+    import: the strategies registered by then (a test's, a plugin's) have their fields in it, as in the JSON body."""
+    content = spec["paths"]["/solve"]["post"]["requestBody"]["content"]
+    content["multipart/form-data"]["schema"] = _multipart_schema()
+
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)

@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from atomthink.context import PolicyWindow
 from atomthink.protocol import SamplingParams
 from harness.servers import ServerProcess
 from tests.conftest import TEST_REDIS_URL, model_env
 from workers.backends.base import GenerationRequest
-from workers.backends.context import PolicyWindow
 
 pytestmark = pytest.mark.integration
 

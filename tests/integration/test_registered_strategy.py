@@ -134,6 +134,13 @@ def test_its_field_is_checked_against_the_strategy(served: str) -> None:
     spec = httpx.get(f"{served}/openapi.json", timeout=30).json()
     solve = spec["components"]["schemas"]["SolveJsonRequest"]["properties"]
     assert NAME in solve["strategy"]["anyOf"][0]["enum"] and solve["paths"]["maximum"] == 8
+    # the app was built after the registration (its modules imported before): the multipart body and the OpenAI
+    # facade's atomthink object list the strategy's field too
+    content = spec["paths"]["/solve"]["post"]["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert NAME in form["strategy"]["anyOf"][0]["enum"] and form["paths"]["maximum"] == 8
+    assert set(form) == {*solve, "image"}
+    assert spec["components"]["schemas"]["AtomThinkOptions"]["properties"]["paths"]["maximum"] == 8
 
 
 def test_its_own_event_is_streamed(served: str) -> None:

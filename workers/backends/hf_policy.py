@@ -19,10 +19,10 @@ from transformers import (
     LogitsProcessorList,
 )
 
+from atomthink.context import PolicyWindow, render_prompt_text
 from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason, SamplingParams
 from workers.backends.base import GenerationRequest
-from workers.backends.context import PolicyWindow, render_prompt_text
 from workers.backends.torch_utils import PerRowSampler, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,11 @@ class TransformersPolicy:
         self.name = Path(model_path).name
         # the window counts with a tokenizer of its own: a fast tokenizer's padding is state of the object, and
         # counting on the event loop while generate() pads in its thread made batches fail (found by tools/fuzz.py)
-        self.window = PolicyWindow.from_checkpoint(model_path, preset)
+        self.window: PolicyWindow | None = None
+        try:
+            self.window = PolicyWindow.from_checkpoint(model_path, preset)
+        except ValueError as exc:  # no tokenizer.json, or a processor whose image positions it cannot count
+            log.warning("no context check of the policy: %s", exc)
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -114,7 +118,7 @@ class TransformersPolicy:
         return render_prompt_text(owner, self.preset, request, multimodal=self.multimodal)
 
     def fit(self, request: GenerationRequest) -> GenerationRequest:
-        """``request`` cut to the context window, or ``ContextTooLong`` (``workers.backends.context``)."""
+        """``request`` cut to the context window, or ``ContextTooLong`` (``atomthink.context``)."""
         return self.window.fit(request) if self.window is not None else request
 
     def _generate_group(

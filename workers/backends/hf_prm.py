@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from atomthink.context import PrmWindow
 from atomthink.prm_format import encode_path, get_prm_preset, label_token_ids
 from atomthink.prompts import read_checkpoint_presets
 from workers.backends.base import ScoreRequest
-from workers.backends.context import PrmWindow
 from workers.backends.prm_models import load_prm_model
 from workers.backends.torch_utils import resolve_device, resolve_dtype
 
@@ -43,7 +43,7 @@ class TransformersPrm:
         return self._calls
 
     def fit(self, request: ScoreRequest) -> None:
-        """``ContextTooLong`` when a path does not fit the window (``workers.backends.context``)."""
+        """``ContextTooLong`` when a path does not fit the window (``atomthink.context``)."""
         if self.window is not None:
             self.window.fit(request)
 

@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from atomthink.context import render_prompt_text
 from atomthink.prompts import resolve_prompt_preset
 from atomthink.protocol import Candidate, FinishReason
 from atomthink.protocol import SamplingParams as JobSampling
 from atomthink.settings import Settings
 from workers.backends.base import EngineDead, GenerationRequest
-from workers.backends.context import render_prompt_text
 from workers.backends.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,14 @@ from atomthink.errors import JobFailed
 from atomthink.protocol import Candidate
 from service.events import StrategyEvent
 from service.orchestrator import confidence
-from service.orchestrator.strategies.base import SearchContext, StepExpander, StrategyParams
-from service.orchestrator.strategies.paths import mark_best
+from service.orchestrator.strategies.base import (
+    SearchContext,
+    SearchOutcome,
+    StepExpander,
+    StrategyParams,
+    fallback_answer,
+)
+from service.orchestrator.strategies.paths import mark_best, steps_saved
 from service.orchestrator.tree import Node, SearchTree
 
 DEFAULT_PATHS = 8
@@ -39,6 +45,10 @@ class ConfidenceParams(StrategyParams):
     @property
     def candidates_per_call(self) -> int:
         return self.candidates
+
+    def logprobs_of(self, context: SearchContext) -> int:
+        """Top log-probabilities per token to ask for: this request's, else the server's."""
+        return self.top_logprobs or context.top_logprobs
 
 
 @dataclass(frozen=True)
@@ -185,3 +195,34 @@ def _record(
     halted = [i for i in indices if stop is not None and stop(leaves[i])]
     stopped.update(halted)
     tree.emit(book.event(new, [leaves[i] for i in halted], threshold))
+
+
+@dataclass
+class ConfidentPaths:
+    """The N whole paths of an offline confidence strategy, their confidences and the steps they saved."""
+
+    book: ConfidenceBook
+    leaves: list[Node]
+    saved: float
+
+    @property
+    def finished(self) -> list[Node]:
+        return [leaf for leaf in self.leaves if leaf.final]
+
+
+async def sample_confident_paths(
+    expander: StepExpander, tree: SearchTree, context: SearchContext, params: ConfidenceParams
+) -> ConfidentPaths:
+    """``params.candidates`` whole paths with their token confidences (``confident_rollouts``, nothing stopped)."""
+    book = ConfidenceBook()
+    leaves, _ = await confident_rollouts(expander, tree, context, book, params.candidates, params.logprobs_of(context))
+    return ConfidentPaths(book, leaves, steps_saved(leaves, set(), params.candidates))
+
+
+async def unfinished_outcome(
+    expander: StepExpander, tree: SearchTree, context: SearchContext, best: Node, paths: ConfidentPaths
+) -> SearchOutcome:
+    """No path finished: ``best`` is the best so far and the fallback prompt answers from it."""
+    tree.best = best
+    outcome = await fallback_answer(expander, best, context)
+    return SearchOutcome(outcome.leaf, outcome.answer, final=False, paths=len(paths.leaves), steps_saved=paths.saved)

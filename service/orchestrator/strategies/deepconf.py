@@ -7,17 +7,18 @@ step confidence (DeepConf's lowest group confidence with one atomic step as the 
 
 from __future__ import annotations
 
-from collections import Counter
-
 from pydantic import Field
 
 from service.orchestrator import confidence
-from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander, fallback_answer
-from service.orchestrator.strategies.confident_paths import ConfidenceBook, ConfidenceParams, confident_rollouts
-from service.orchestrator.strategies.paths import steps_saved
+from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander
+from service.orchestrator.strategies.confident_paths import (
+    ConfidenceParams,
+    sample_confident_paths,
+    unfinished_outcome,
+)
 from service.orchestrator.strategies.registry import Strategy, register
-from service.orchestrator.strategies.voting import leader_index, tally
-from service.orchestrator.tree import Node, SearchTree
+from service.orchestrator.strategies.voting import ranked_vote
+from service.orchestrator.tree import SearchTree
 
 
 class DeepConfParams(ConfidenceParams):
@@ -30,37 +31,21 @@ class DeepConfParams(ConfidenceParams):
     step's (tail) or the mean over all its tokens (mean)."""
 
 
-def confidence_vote(
-    finished: list[Node], confidences: list[float], context: SearchContext
-) -> tuple[Node, str, dict[str, int], dict[str, float]]:
-    """A confidence-weighted vote: each path weighs its confidence; ballots go most confident first, so the winning
-    answer's most confident path is the one returned."""
-    order = sorted(range(len(finished)), key=lambda i: (-confidences[i], i))
-    answers = [context.answer_of(finished[i].text) for i in order]
-    weights = [confidences[i] for i in order]
-    index = leader_index(answers, weights)
-    totals = {a: round(w, 6) for a, w in tally(answers, weights).items()}
-    return finished[order[index]], answers[index], dict(Counter(answers)), totals
-
-
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: DeepConfParams
 ) -> SearchOutcome:
-    book = ConfidenceBook()
-    k = params.top_logprobs or context.top_logprobs
-    leaves, _ = await confident_rollouts(expander, tree, context, book, params.candidates, k)
-    saved = steps_saved(leaves, set(), params.candidates)
-    finished = [leaf for leaf in leaves if leaf.final]
+    paths = await sample_confident_paths(expander, tree, context, params)
+    finished = paths.finished
     if not finished:
-        tree.best = max(leaves, key=lambda leaf: book.trace(leaf, params.measure))
-        outcome = await fallback_answer(expander, tree.best, context)
-        return SearchOutcome(outcome.leaf, outcome.answer, final=False, paths=len(leaves), steps_saved=saved)
-    confidences = [book.trace(leaf, params.measure) for leaf in finished]
+        best = max(paths.leaves, key=lambda leaf: paths.book.trace(leaf, params.measure))
+        return await unfinished_outcome(expander, tree, context, best, paths)
+    confidences = [paths.book.trace(leaf, params.measure) for leaf in finished]
     kept = confidence.keep_top(confidences, params.eta)
-    leaf, answer, votes, weights = confidence_vote([finished[i] for i in kept], [confidences[i] for i in kept], context)
+    weights = [confidences[i] for i in kept]
+    leaf, answer, votes, totals = ranked_vote([finished[i] for i in kept], weights, weights, context)
     tree.best = leaf
     return SearchOutcome(
-        leaf, answer, final=True, votes=votes, vote_weights=weights, paths=len(leaves), steps_saved=saved
+        leaf, answer, final=True, votes=votes, vote_weights=totals, paths=len(paths.leaves), steps_saved=paths.saved
     )
 
 

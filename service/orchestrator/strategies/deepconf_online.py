@@ -26,10 +26,10 @@ from service.orchestrator.strategies.base import (
     field_error,
 )
 from service.orchestrator.strategies.confident_paths import ConfidenceBook, confident_rollouts
-from service.orchestrator.strategies.deepconf import DeepConfParams, confidence_vote
+from service.orchestrator.strategies.deepconf import DeepConfParams
 from service.orchestrator.strategies.paths import steps_saved
 from service.orchestrator.strategies.registry import Strategy, register
-from service.orchestrator.strategies.voting import tally
+from service.orchestrator.strategies.voting import ranked_vote, tally
 from service.orchestrator.tree import Node, SearchTree
 
 
@@ -58,11 +58,19 @@ def below(book: ConfidenceBook, threshold: float, node: Node) -> bool:
     return step is not None and step.tokens > 0 and confidence.online_stop(step.group, threshold)
 
 
+def vote(
+    voters: list[tuple[Node, float]], context: SearchContext
+) -> tuple[Node, str, dict[str, int], dict[str, float]]:
+    """DeepConf's vote: each path weighs its confidence, ballots most confident first."""
+    confidences = [c for _, c in voters]
+    return ranked_vote([v for v, _ in voters], confidences, confidences, context)
+
+
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: DeepConfOnlineParams
 ) -> SearchOutcome:
     book = ConfidenceBook()
-    k = params.top_logprobs or context.top_logprobs
+    k = params.logprobs_of(context)
     leaves, _ = await confident_rollouts(expander, tree, context, book, params.warmup, k)
     threshold = confidence.online_threshold([book.trace(leaf, params.measure) for leaf in leaves], params.eta)
     tree.emit(book.event([], threshold=threshold))
@@ -86,7 +94,7 @@ async def search(
         ]
         leaves += new
         if voters:  # the voting paths stay alive on the page; the leader's is the best so far
-            leader = confidence_vote([v for v, _ in voters], [c for _, c in voters], context)[0]
+            leader = vote(voters, context)[0]
             tree.select([v for v, _ in voters], best=leader)
     saved = steps_saved(leaves, stopped, params.candidates)
     if not voters:
@@ -102,7 +110,7 @@ async def search(
             stop_reason=reason,
             steps_saved=saved,
         )
-    leaf, answer, votes, weights = confidence_vote([v for v, _ in voters], [c for _, c in voters], context)
+    leaf, answer, votes, weights = vote(voters, context)
     tree.best = leaf
     return SearchOutcome(
         leaf,

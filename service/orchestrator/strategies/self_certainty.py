@@ -5,9 +5,12 @@ top-k tokens the policy reports (``service.orchestrator.confidence``)."""
 
 from __future__ import annotations
 
-from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander, fallback_answer
-from service.orchestrator.strategies.confident_paths import ConfidenceBook, ConfidenceParams, confident_rollouts
-from service.orchestrator.strategies.paths import steps_saved
+from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander
+from service.orchestrator.strategies.confident_paths import (
+    ConfidenceParams,
+    sample_confident_paths,
+    unfinished_outcome,
+)
 from service.orchestrator.strategies.registry import Strategy, register
 from service.orchestrator.tree import SearchTree
 
@@ -19,16 +22,15 @@ class SelfCertaintyParams(ConfidenceParams):
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: SelfCertaintyParams
 ) -> SearchOutcome:
-    book = ConfidenceBook()
-    k = params.top_logprobs or context.top_logprobs
-    leaves, _ = await confident_rollouts(expander, tree, context, book, params.candidates, k)
+    paths = await sample_confident_paths(expander, tree, context, params)
+    book = paths.book
     # finished paths first, then the most self-certain (stable: the earlier sample wins a tie)
-    best = tree.best = sorted(leaves, key=lambda leaf: (leaf.final, book.self_certainty(leaf)), reverse=True)[0]
-    saved = steps_saved(leaves, set(), params.candidates)
-    if best.final:
-        return SearchOutcome(best, context.answer_of(best.text), final=True, paths=len(leaves), steps_saved=saved)
-    outcome = await fallback_answer(expander, best, context)
-    return SearchOutcome(outcome.leaf, outcome.answer, final=False, paths=len(leaves), steps_saved=saved)
+    best = sorted(paths.leaves, key=lambda leaf: (leaf.final, book.self_certainty(leaf)), reverse=True)[0]
+    if not best.final:
+        return await unfinished_outcome(expander, tree, context, best, paths)
+    tree.best = best
+    answer = context.answer_of(best.text)
+    return SearchOutcome(best, answer, final=True, paths=len(paths.leaves), steps_saved=paths.saved)
 
 
 STRATEGY = register(

@@ -4,16 +4,17 @@ finished paths are ranked by mean self-certainty; the path of rank ``r`` (1 = mo
 
 from __future__ import annotations
 
-from collections import Counter
-
 from pydantic import Field
 
 from service.orchestrator import confidence
-from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander, fallback_answer
-from service.orchestrator.strategies.confident_paths import ConfidenceBook, ConfidenceParams, confident_rollouts
-from service.orchestrator.strategies.paths import steps_saved
+from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander
+from service.orchestrator.strategies.confident_paths import (
+    ConfidenceParams,
+    sample_confident_paths,
+    unfinished_outcome,
+)
 from service.orchestrator.strategies.registry import Strategy, register
-from service.orchestrator.strategies.voting import leader_index, tally
+from service.orchestrator.strategies.voting import ranked_vote
 from service.orchestrator.tree import SearchTree
 
 
@@ -27,30 +28,17 @@ class SelfCertaintyVoteParams(ConfidenceParams):
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: SelfCertaintyVoteParams
 ) -> SearchOutcome:
-    book = ConfidenceBook()
-    k = params.top_logprobs or context.top_logprobs
-    leaves, _ = await confident_rollouts(expander, tree, context, book, params.candidates, k)
-    saved = steps_saved(leaves, set(), params.candidates)
-    finished = [leaf for leaf in leaves if leaf.final]
+    paths = await sample_confident_paths(expander, tree, context, params)
+    finished = paths.finished
     if not finished:
-        tree.best = max(leaves, key=book.self_certainty)
-        outcome = await fallback_answer(expander, tree.best, context)
-        return SearchOutcome(outcome.leaf, outcome.answer, final=False, paths=len(leaves), steps_saved=saved)
-    certainties = [book.self_certainty(leaf) for leaf in finished]
+        best = max(paths.leaves, key=paths.book.self_certainty)
+        return await unfinished_outcome(expander, tree, context, best, paths)
+    certainties = [paths.book.self_certainty(leaf) for leaf in finished]
     weights = confidence.borda_weights(certainties, params.borda_power)
-    order = sorted(range(len(finished)), key=lambda i: (-certainties[i], i))  # ballots: most certain first
-    answers = [context.answer_of(finished[i].text) for i in order]
-    ordered_weights = [weights[i] for i in order]
-    index = leader_index(answers, ordered_weights)
-    leaf = tree.best = finished[order[index]]
+    leaf, answer, votes, totals = ranked_vote(finished, certainties, weights, context)  # most certain ballots first
+    tree.best = leaf
     return SearchOutcome(
-        leaf,
-        answers[index],
-        final=True,
-        votes=dict(Counter(answers)),
-        vote_weights={a: round(w, 6) for a, w in tally(answers, ordered_weights).items()},
-        paths=len(leaves),
-        steps_saved=saved,
+        leaf, answer, final=True, votes=votes, vote_weights=totals, paths=len(paths.leaves), steps_saved=paths.saved
     )
 
 

@@ -78,6 +78,20 @@ def leader_index(answers: Sequence[str], weights: Sequence[float]) -> int:
     return next(i for i, answer in enumerate(answers) if totals[answer] == top)
 
 
+def ranked_vote(
+    finished: Sequence[Node], ranks: Sequence[float], weights: Sequence[float], context: SearchContext
+) -> tuple[Node, str, dict[str, int], dict[str, float]]:
+    """A weighted vote whose ballots go highest ``ranks`` first (the earlier path on a tie), each weighing its
+    ``weights`` entry: the winning answer's highest-ranked path, the answer, the ballot counts and the rounded
+    weight totals (the confidence strategies: DeepConf's confidence, the self-certainty vote's Borda weights)."""
+    order = sorted(range(len(finished)), key=lambda i: (-ranks[i], i))
+    answers = [context.answer_of(finished[i].text) for i in order]
+    ordered = [weights[i] for i in order]
+    index = leader_index(answers, ordered)
+    totals = {a: round(w, 6) for a, w in tally(answers, ordered).items()}
+    return finished[order[index]], answers[index], dict(Counter(answers)), totals
+
+
 def ballots(
     leaves: Sequence[Node], context: SearchContext, params: VoteParams, *, weighted: bool
 ) -> tuple[list[Node], list[str], list[float]]:

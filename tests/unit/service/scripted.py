@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from atomthink.protocol import Candidate, PromptKind
 
@@ -18,22 +19,37 @@ def peaked(p: float, k: int = 4, tokens: int = 3) -> list[list[float]]:
     return [[math.log(p)] + [math.log(rest)] * (k - 1) for _ in range(tokens)]
 
 
+class Call(NamedTuple):
+    """One ``propose`` call as the expander saw it."""
+
+    state: tuple[str, ...]
+    n: int
+    kind: PromptKind
+    temperature: float | None
+    logprobs: int | None
+
+
 class ScriptedExpander:
     """``script[state]`` lists the continuations of a state, handed out in order (cycling); ``scores[step]`` is the
-    PRM score of a step; ``logprobs[step]`` its tokens' top log-probabilities (default: a flat four-way split)."""
+    PRM score of a step; ``logprobs[step]`` its tokens' top log-probabilities (default: a flat four-way split).
+    A continuation's token count is ``tokens(text)`` (default: its log-probability positions, 3 unless scripted)."""
 
     def __init__(
         self,
         script: dict[tuple[str, ...], list[str]],
         scores: dict[str, float] | None = None,
         logprobs: dict[str, list[list[float]]] | None = None,
+        *,
+        tokens: Callable[[str], int] | None = None,
     ) -> None:
         self.script = script
         self.scores = scores or {}
         self.logprobs = logprobs or {}
+        self.tokens = tokens
         self.cursor: dict[tuple[str, ...], int] = defaultdict(int)
-        self.calls: list[tuple[tuple[str, ...], int, PromptKind, int | None]] = []
+        self.calls: list[Call] = []
         self.score_calls: list[list[list[str]]] = []
+        self.known_calls: list[list[list[float]]] = []
 
     async def propose(
         self,
@@ -45,7 +61,7 @@ class ScriptedExpander:
         logprobs: int | None = None,
     ) -> list[Candidate]:
         state = tuple(steps)
-        self.calls.append((state, n, kind, logprobs))
+        self.calls.append(Call(state, n, kind, temperature, logprobs))
         if kind == "final":
             return [Candidate(text="fallback", num_tokens=1, finish_reason="eos")]
         options = self.script[state]
@@ -57,9 +73,11 @@ class ScriptedExpander:
             extra = {}
             if logprobs is not None:
                 extra = {"token_logprobs": [top[0] for top in tops], "top_logprobs": [top[:logprobs] for top in tops]}
-            out.append(Candidate(text=text, num_tokens=len(tops), finish_reason="delimiter", **extra))
+            count = self.tokens(text) if self.tokens is not None else len(tops)
+            out.append(Candidate(text=text, num_tokens=count, finish_reason="delimiter", **extra))
         return out
 
     async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
         self.score_calls.append([list(p) for p in paths])
+        self.known_calls.append([list(k) for k in known])
         return [[self.scores[s] for s in path] for path in paths]

@@ -35,7 +35,7 @@ async def test_offline_keeps_the_most_confident_and_weights_the_vote() -> None:
     top = await deepconf.search(expander, SearchTree(), CONTEXT, DeepConfParams(candidates=5, eta=40))
     assert top.answer == "2" and top.votes == {"2": 2}
     assert top.vote_weights == pytest.approx({"2": conf(0.95) + conf(0.9)}, abs=1e-5)
-    assert expander.score_calls == [] and all(call[3] == 4 for call in expander.calls)
+    assert expander.score_calls == [] and all(call.logprobs == 4 for call in expander.calls)
     everyone = await deepconf.search(
         ScriptedExpander(script, logprobs=logprobs), SearchTree(), CONTEXT, DeepConfParams(candidates=5, eta=100)
     )

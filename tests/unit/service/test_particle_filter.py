@@ -55,7 +55,7 @@ async def test_particles_on_one_node_share_a_call_and_argmax_picks_the_answer() 
     params = ParticleFilterParams(candidates=4, resampling="systematic")
     outcome = await particle_filter.search(expander, tree, SearchContext(seed=1), params)
     # round 1: one call of 4 samples at the root; round 2: one call per distinct node the draw kept
-    assert expander.calls[0] == ((), 4, "step", None)
+    assert expander.calls[0] == ((), 4, "step", 0.7, None)  # the context's temperature, no log-probabilities
     second_round = expander.calls[1:]
     drawn = _events(sink)[0].drawn
     text = {n.id: n.text for n in tree.nodes}

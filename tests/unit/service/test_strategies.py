@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
 
-from atomthink.protocol import Candidate, PromptKind
 from service.orchestrator.tree import SearchTree, aggregate
 from tests.unit.service import flat_config as strategies
 from tests.unit.service.flat_config import SearchConfig
+from tests.unit.service.scripted import FINAL, ScriptedExpander
 
-FINAL = "To sum up, the final answer is: "
 
-
-class ScriptedExpander:
-    """``script[state]`` lists the continuations of a state, handed out in order (cycling); ``scores[step]``."""
-
-    def __init__(self, script: dict[tuple[str, ...], list[str]], scores: dict[str, float] | None = None) -> None:
-        self.script = script
-        self.scores = scores or {}
-        self.cursor: dict[tuple[str, ...], int] = defaultdict(int)
-        self.calls: list[tuple[tuple[str, ...], int, PromptKind, float | None]] = []
-        self.score_calls: list[list[list[str]]] = []
-        self.known_calls: list[list[list[float]]] = []
-
-    async def propose(
-        self,
-        steps: Sequence[str],
-        n: int,
-        *,
-        kind: PromptKind = "step",
-        temperature: float | None = None,
-        logprobs: int | None = None,
-    ) -> list[Candidate]:
-        state = tuple(steps)
-        self.calls.append((state, n, kind, temperature))
-        if kind == "final":
-            return [Candidate(text="fallback", num_tokens=1, finish_reason="eos")]
-        options = self.script[state]
-        picked = []
-        for _ in range(n):
-            picked.append(options[self.cursor[state] % len(options)])
-            self.cursor[state] += 1
-        return [Candidate(text=t, num_tokens=len(t), finish_reason="delimiter") for t in picked]
-
-    async def score(self, paths: Sequence[Sequence[str]], known: Sequence[Sequence[float]] = ()) -> list[list[float]]:
-        self.score_calls.append([list(p) for p in paths])
-        self.known_calls.append([list(k) for k in known])
-        return [[self.scores[s] for s in path] for path in paths]
+def make_expander(script: dict[tuple[str, ...], list[str]], scores: dict[str, float] | None = None) -> ScriptedExpander:
+    """The scripted policy and PRM; a step's token count is its length in characters (the budget tests count on it)."""
+    return ScriptedExpander(script, scores, tokens=len)
 
 
 def test_aggregations() -> None:
@@ -72,7 +37,7 @@ async def test_beam_keeps_global_top_k_across_beams_and_stops_on_final() -> None
     }
     scores = {"a1": 0.9, "b1": 0.8, "c1": 0.1, "a2": 0.95, "a3": 0.85, "a4": 0.2, "b2": 0.7, "b3": 0.6,
               "b4": 0.5, FINAL + "5": 0.99, "a5": 0.3, "a6": 0.3, "a7": 0.4, "a8": 0.4, "a9": 0.4}  # fmt: skip
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     tree = SearchTree()
     outcome = await strategies.beam(expander, tree, SearchConfig(candidates=3, beam_width=2, aggregation="last"))
 
@@ -95,10 +60,10 @@ async def test_beam_ranks_by_aggregated_path_score() -> None:
     script = {(): ["x1", "y1"], ("x1",): [FINAL + "1"], ("y1",): [FINAL + "2"]}
     scores = {"x1": 0.3, "y1": 0.6, FINAL + "1": 0.99, FINAL + "2": 0.7}
     config = SearchConfig(candidates=2, beam_width=2, aggregation="min")
-    first = (await strategies.beam(ScriptedExpander(script, scores), SearchTree(), config)).answer
+    first = (await strategies.beam(make_expander(script, scores), SearchTree(), config)).answer
     assert first == "2"
     config_last = SearchConfig(candidates=2, beam_width=2, aggregation="last")
-    assert (await strategies.beam(ScriptedExpander(script, scores), SearchTree(), config_last)).answer == "1"
+    assert (await strategies.beam(make_expander(script, scores), SearchTree(), config_last)).answer == "1"
 
 
 async def test_greedy_follows_the_best_child() -> None:
@@ -109,7 +74,7 @@ async def test_greedy_follows_the_best_child() -> None:
     }
     scores = {"p": 0.2, "q": 0.8, "r": 0.5, "q1": 0.1, "q2": 0.3, "q3": 0.9, FINAL + "42": 0.9, "no": 0.2,
               "nope": 0.1}  # fmt: skip
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     outcome = await strategies.beam(expander, SearchTree(), SearchConfig(candidates=3, beam_width=1))
     assert outcome.leaf.steps() == ["q", "q3", FINAL + "42"]
     assert outcome.answer == "42"
@@ -119,7 +84,7 @@ async def test_greedy_follows_the_best_child() -> None:
 async def test_beam_returns_best_path_when_budget_runs_out() -> None:
     script = {(): ["s1", "s2"], ("s1",): ["t1", "t2"], ("s2",): ["u1", "u2"]}
     scores = {"s1": 0.6, "s2": 0.5, "t1": 0.7, "t2": 0.9, "u1": 0.1, "u2": 0.2}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     tree = SearchTree()
     outcome = await strategies.beam(expander, tree, SearchConfig(candidates=2, beam_width=2, max_steps=2))
     assert not outcome.final
@@ -148,11 +113,11 @@ BEST_OF_N_SCORES = {"A1": 0.95, "A2": 0.30, FINAL + "A": 0.95, "B1": 0.6, "B2": 
 
 @pytest.mark.parametrize(("aggregation", "expected"), [("min", "B"), ("last", "A"), ("mean", "D"), ("prod", "E")])
 async def test_best_of_n_picks_the_best_path_under_each_aggregation(aggregation: str, expected: str) -> None:
-    expander = ScriptedExpander(BEST_OF_N_SCRIPT, BEST_OF_N_SCORES)
+    expander = make_expander(BEST_OF_N_SCRIPT, BEST_OF_N_SCORES)
     config = SearchConfig(candidates=4, aggregation=aggregation)  # type: ignore[arg-type]
     outcome = await strategies.best_of_n(expander, SearchTree(), config)
     assert outcome.answer == expected
-    assert expander.calls[0] == ((), 4, "step", 0.7)  # all N first steps in one batched call
+    assert expander.calls[0][:4] == ((), 4, "step", 0.7)  # all N first steps in one batched call
     assert len(expander.score_calls) == 1 and len(expander.score_calls[0]) == 4  # every path in one PRM call
 
 
@@ -165,7 +130,7 @@ async def test_majority_returns_the_most_common_answer() -> None:
         ("m4",): [FINAL + "5"],
     }
     scores = {"m1": 0.2, "m2": 0.3, "m3": 0.99, "m4": 0.1, FINAL + "5": 0.2, FINAL + "7": 0.99}
-    outcome = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), SearchConfig(candidates=4))
+    outcome = await strategies.majority(make_expander(script, scores), SearchTree(), SearchConfig(candidates=4))
     assert outcome.answer == "5"
     assert outcome.votes == {"5": 3, "7": 1}
 
@@ -174,7 +139,7 @@ async def test_majority_makes_no_prm_call_and_gives_ties_to_the_first_sampled_an
     # OpenR's vote (reason/reranking/vote_utils.py): max(counts, key=counts.get) over answers in sampling order.
     script = {(): ["m1", "m2"], ("m1",): [FINAL + "5"], ("m2",): [FINAL + "7"]}
     scores = {"m1": 0.4, "m2": 0.6, FINAL + "5": 0.9, FINAL + "7": 0.9}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     outcome = await strategies.majority(expander, SearchTree(), SearchConfig(candidates=2, aggregation="min"))
     assert outcome.answer == "5"
     assert expander.score_calls == []
@@ -184,7 +149,7 @@ async def test_majority_makes_no_prm_call_and_gives_ties_to_the_first_sampled_an
 async def test_majority_with_prm_tie_break_gives_ties_to_the_best_scored_path() -> None:
     script = {(): ["m1", "m2"], ("m1",): [FINAL + "5"], ("m2",): [FINAL + "7"]}
     scores = {"m1": 0.4, "m2": 0.6, FINAL + "5": 0.9, FINAL + "7": 0.9}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     config = SearchConfig(candidates=2, aggregation="min", tie_break="prm")
     outcome = await strategies.majority(expander, SearchTree(), config)
     assert outcome.answer == "7"
@@ -203,7 +168,7 @@ async def test_official_beam_starts_from_beam_width_empty_rollouts_and_keeps_inv
         ("a1 is here.",): [FINAL + "9"],
     }
     scores = {"a1 is here.": 0.5, repeated: 0.9, "c1 is here.": 0.1, FINAL + "4": 0.8, FINAL + "9": 0.7}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     tree = SearchTree(rules=ATOMTHINK_V2_RULES)
     config = SearchConfig(candidates=3, beam_width=2, beam_start="beams", keep_invalid=True)
     outcome = await strategies.beam(expander, tree, config)
@@ -216,7 +181,7 @@ async def test_tiny_beam_drops_invalid_candidates() -> None:
     repeated = "Bar A is 3. Bar A is 3."
     script = {(): ["a1 is here.", repeated, "c1 is here."], ("a1 is here.",): [FINAL + "9"]}
     scores = {"a1 is here.": 0.5, repeated: 0.9, "c1 is here.": 0.1, FINAL + "9": 0.7}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     outcome = await strategies.beam(expander, SearchTree(), SearchConfig(candidates=3, beam_width=1))
     assert outcome.leaf.steps() == ["a1 is here.", FINAL + "9"]
     assert expander.score_calls[0] == [["a1 is here."], ["c1 is here."]]
@@ -232,7 +197,7 @@ def test_temperature_ramp_follows_the_official_loop() -> None:
 async def test_ramped_beam_asks_one_call_per_temperature() -> None:
     script = {(): ["a1 is here."], ("a1 is here.",): [FINAL + "9"]}
     scores = {"a1 is here.": 0.5, FINAL + "9": 0.7}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     config = SearchConfig(temperature=0.2, temperature_ramp=0.5, candidates=3, beam_width=1)
     await strategies.beam(expander, SearchTree(), config)
     assert [(call[1], call[3]) for call in expander.calls[:3]] == [(1, 0.2), (1, 0.7), (1, 1.0)]
@@ -241,7 +206,7 @@ async def test_ramped_beam_asks_one_call_per_temperature() -> None:
 async def test_beam_stops_at_the_sampling_budget_and_falls_back() -> None:
     script = {(): ["a1 is here."], ("a1 is here.",): ["a2 is here."], ("a1 is here.", "a2 is here."): ["a3 x."]}
     scores = {"a1 is here.": 0.5, "a2 is here.": 0.5, "a3 x.": 0.5}
-    expander = ScriptedExpander(script, scores)
+    expander = make_expander(script, scores)
     config = SearchConfig(candidates=2, beam_width=1, max_samples=3)
     outcome = await strategies.beam(expander, SearchTree(), config)
     # depth 1 draws 2, depth 2 draws 2 (4 >= 3): no depth 3; the fallback prompt is asked once
@@ -258,8 +223,8 @@ async def test_weighted_majority_outvotes_a_larger_low_scored_answer() -> None:
     }
     scores = {"m1": 0.2, "m2": 0.3, "m3": 0.9, "m4": 0.1, "m5": 0.8, FINAL + "5": 0.95, FINAL + "7": 0.95}
     config = SearchConfig(candidates=5, aggregation="min")
-    plain = await strategies.majority(ScriptedExpander(script, scores), SearchTree(), config)
-    weighted = await strategies.weighted_majority(ScriptedExpander(script, scores), SearchTree(), config)
+    plain = await strategies.majority(make_expander(script, scores), SearchTree(), config)
+    weighted = await strategies.weighted_majority(make_expander(script, scores), SearchTree(), config)
     assert plain.answer == "5"
     assert weighted.answer == "7" and weighted.final
     assert weighted.leaf.steps() == ["m3", FINAL + "7"]  # the best-scored path of the winning answer
@@ -269,7 +234,7 @@ async def test_weighted_majority_outvotes_a_larger_low_scored_answer() -> None:
 
 async def test_weighted_majority_falls_back_when_no_path_finishes() -> None:
     script = {(): ["a"], ("a",): ["b"], ("a", "b"): ["c"]}
-    expander = ScriptedExpander(script, {"a": 0.5, "b": 0.5, "c": 0.5})
+    expander = make_expander(script, {"a": 0.5, "b": 0.5, "c": 0.5})
     outcome = await strategies.weighted_majority(expander, SearchTree(), SearchConfig(candidates=1, max_steps=3))
     assert not outcome.final and outcome.answer == "fallback"
     assert expander.calls[-1][2] == "final"
@@ -281,7 +246,7 @@ async def test_quick_resamples_invalid_steps_with_rising_temperature() -> None:
         ("step one",): ["step one", "step two"],  # near copy of the previous step: resampled
         ("step one", "step two"): [FINAL + "9"],
     }
-    expander = ScriptedExpander(script)
+    expander = make_expander(script)
     tree = SearchTree()
     config = SearchConfig(temperature=0.5, retry_temperature_step=0.1, max_retries=3)
     outcome = await strategies.quick(expander, tree, config)
@@ -296,7 +261,7 @@ async def test_quick_resamples_invalid_steps_with_rising_temperature() -> None:
 
 async def test_quick_bounds_resampling_and_asks_for_an_answer_after_max_steps() -> None:
     script = {(): [""], ("",): [""]}
-    expander = ScriptedExpander(script)
+    expander = make_expander(script)
     outcome = await strategies.quick(expander, SearchTree(), SearchConfig(max_steps=2, max_retries=2))
     kinds = [call[2] for call in expander.calls]
     assert kinds == ["step"] * 6 + ["final"]  # 2 steps x (1 + 2 resamples), then one direct answer
@@ -358,7 +323,7 @@ def test_vote_stop_certainty_rule_needs_both_the_paths_and_the_share() -> None:
 
 
 async def test_adaptive_majority_samples_in_waves_and_stops_when_the_leader_is_safe() -> None:
-    expander = ScriptedExpander(_vote_script(["5", "7", "5", "5", "5", "5"]))
+    expander = make_expander(_vote_script(["5", "7", "5", "5", "5", "5"]))
     config = SearchConfig(candidates=6, adaptive=True, min_candidates=2, wave_size=1, stop_votes=99)
     outcome = await strategies.majority(expander, SearchTree(), config)
     assert outcome.answer == "5" and outcome.stop_reason == "safe" and outcome.paths == 4
@@ -369,7 +334,7 @@ async def test_adaptive_majority_samples_in_waves_and_stops_when_the_leader_is_s
 
 
 async def test_adaptive_majority_runs_to_the_ceiling_when_the_vote_stays_open() -> None:
-    expander = ScriptedExpander(_vote_script(["5", "7", "5", "7", "9", "5"]))
+    expander = make_expander(_vote_script(["5", "7", "5", "7", "9", "5"]))
     config = SearchConfig(candidates=6, adaptive=True, min_candidates=2, wave_size=2)
     outcome = await strategies.majority(expander, SearchTree(), config)
     assert outcome.stop_reason == "ceiling" and outcome.paths == 6 and outcome.answer == "5"
@@ -379,7 +344,7 @@ async def test_adaptive_majority_runs_to_the_ceiling_when_the_vote_stays_open() 
 async def test_adaptive_weighted_majority_stops_on_certainty_and_scores_each_wave_once() -> None:
     answers = ["5", "5", "7", "5", "7", "7", "7", "7"]
     scores = {f"v{i}": 0.9 for i in range(8)} | {FINAL + "5": 0.9, FINAL + "7": 0.3}
-    expander = ScriptedExpander(_vote_script(answers), scores)
+    expander = make_expander(_vote_script(answers), scores)
     config = SearchConfig(candidates=8, adaptive=True, min_candidates=4, stop_votes=3, stop_share=0.75)
     outcome = await strategies.weighted_majority(expander, SearchTree(), config)
     # 5 holds 3 paths and 2.7 of 3.0 after the first wave of 4: the 7s sampled later are never drawn
@@ -414,7 +379,7 @@ PRUNE_SCORES = {"a1": 0.9, "b1": 0.2, "c1": 0.8, "d1": 0.1, "a2": 0.9, "b2": 0.9
 
 
 async def test_pruned_best_of_n_stops_the_lowest_scored_paths_and_never_extends_them() -> None:
-    expander = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    expander = make_expander(PRUNE_SCRIPT, PRUNE_SCORES)
     config = SearchConfig(candidates=4, aggregation="min", prune_fraction=0.5, prune_interval=1)
     outcome = await strategies.best_of_n(expander, SearchTree(), config)
     states = [call[0] for call in expander.calls]
@@ -425,13 +390,13 @@ async def test_pruned_best_of_n_stops_the_lowest_scored_paths_and_never_extends_
     assert outcome.pruned == 3 and outcome.paths == 4
     assert outcome.answer == "A" and outcome.leaf.steps() == ["a1", "a2", FINAL + "A"]
     # without pruning every path runs to its end and C (min 0.7) beats A (min 0.6): pruning trades that for calls
-    full = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    full = make_expander(PRUNE_SCRIPT, PRUNE_SCORES)
     plain = await strategies.best_of_n(full, SearchTree(), SearchConfig(candidates=4, aggregation="min"))
     assert plain.answer == "C" and plain.pruned == 0 and len(full.calls) == 1 + 4 + 4
 
 
 async def test_pruning_waits_for_its_interval() -> None:
-    expander = ScriptedExpander(PRUNE_SCRIPT, PRUNE_SCORES)
+    expander = make_expander(PRUNE_SCRIPT, PRUNE_SCORES)
     config = SearchConfig(candidates=4, aggregation="min", prune_fraction=0.5, prune_interval=2)
     outcome = await strategies.best_of_n(expander, SearchTree(), config)
     # one check after 2 steps (min scores a .9, b .2, c .7, d .1): b and d go before their third step
@@ -464,7 +429,7 @@ async def test_token_budget_truncates_every_strategy_with_its_best_path(
 ) -> None:
     # every step is 5 or 6 tokens (num_tokens = len(text)): a budget of 10 is spent after two one-path calls or
     # one two-path call; the best path so far is the one the strategy marked (the first path, nothing scored better)
-    inner = ScriptedExpander(CHAIN, CHAIN_SCORES)
+    inner = make_expander(CHAIN, CHAIN_SCORES)
     budget = strategies.TokenBudget(inner, 10)
     tree = SearchTree()
     outcome, truncated = await strategies.within_budget(run(budget, tree, config), tree, config)
@@ -477,6 +442,6 @@ async def test_token_budget_truncates_every_strategy_with_its_best_path(
 async def test_a_budget_that_suffices_changes_nothing() -> None:
     tree = SearchTree()
     config = SearchConfig(candidates=2)
-    search = strategies.majority(strategies.TokenBudget(ScriptedExpander(CHAIN), 1000), tree, config)
+    search = strategies.majority(strategies.TokenBudget(make_expander(CHAIN), 1000), tree, config)
     outcome, truncated = await strategies.within_budget(search, tree, config)
     assert not truncated and outcome.final and outcome.answer == "1" and outcome.votes == {"1": 1, "2": 1}
