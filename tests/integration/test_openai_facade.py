@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 QUESTION = "What is the value of B?"
 
-# The README's table: reasoning_effort -> mode, strategy, candidates, beam width
+# The README's reasoning_effort list: reasoning_effort -> mode, strategy, candidates, beam width
 EFFORTS: dict[str, tuple[str, str | None, int | None, int | None]] = {
     "none": ("direct", None, None, None),
     "minimal": ("cot", None, None, None),
