@@ -4,17 +4,18 @@ asserts nothing (the CI smoke, ``tests/integration/test_peers_smoke.py``, runs a
 Fairness rules (also the head of ``docs/peers.md``):
 
 - **One set of engines for everyone**: the policy is one in-process ``AsyncLLM`` (``atomthink-tiny-text-policy``,
-  prefix caching on, its compute threads pinned to ``--policy-cores``) and the PRM one ``vllm serve`` of the shipped
-  tiny PRM (completion log-probabilities, pinned to ``--prm-cores``). The Redis path starts its own policy worker
+  prefix caching on, its compute threads pinned to ``--policy-cores``) and the PRM one ``vllm serve`` of
+  ``--prm-model`` (default ``atomthink-tiny-text-prm``, the PRM trained on this policy's own steps; completion
+  log-probabilities, pinned to ``--prm-cores``). The Redis path starts its own policy worker
   process on the same cores after the in-process engine is closed.
 - **The same prompts and step rule**: the ``tiny`` preset's step prompt (earlier steps in the user turn), ``\\n`` as
   the step boundary, a step holding "final answer" ends a path. its_hub's adapters (below, the only glue: its
   ``AbstractLanguageModel`` and ``AbstractProcessRewardModel`` / ``AbstractOutcomeRewardModel``) call the very
   backends our workers call (``VllmPolicy.agenerate``, ``OpenAICompletionsPrm.ascore``), so both send the engines
   the same token sequences for the same states.
-- **The same parameters**: temperature, top_p, top_k (the preset's), candidates, beam width, step limit, the PRM's
-  step aggregation (``last``). Seeds: ours are seeded per request; its_hub takes none, so its adapter draws a fresh
-  seed per call.
+- **The same parameters**: temperature, top_p, top_k (``--top-p`` / ``--top-k``, default the preset's), candidates,
+  beam width, step limit, the PRM's step aggregation (``last``). Seeds: ours are seeded per request; its_hub takes
+  none, so its adapter draws a fresh seed per call.
 - its_hub is installed from PyPI (``its_hub[lm]==1.2.0``) into ``.venv-vllm`` by ``scripts/install-vllm.sh``, never
   vendored or patched; its algorithms run as its users run them (``BeamSearch``, ``ParticleFiltering``,
   ``BestOfN``, ``SelfConsistency`` with their defaults).
@@ -72,7 +73,9 @@ from research.data.engine import make_problem  # noqa: E402
 from research.data.text_dominant import text_question  # noqa: E402
 
 TEXT_POLICY = REPO_ROOT / "models" / "atomthink-tiny-text-policy"
-PRM = REPO_ROOT / "models" / "atomthink-tiny-prm"
+TEXT_PRM = REPO_ROOT / "models" / "atomthink-tiny-text-prm"
+"""The default PRM: trained on the text policy's own sampled steps (its card); ``atomthink-tiny-prm``, trained on
+the multimodal policy's, ranks this policy's errors no better than chance."""
 HELDOUT_SEED = 20261125
 FINAL_MARK = "final answer"
 """A step holding this ends a path (``atomthink.steps.is_final`` on the tiny policy's conclusions)."""
@@ -289,7 +292,8 @@ def its_hub_solver(strategy: str, lm: Any, prm: Any, orm: Any, knobs: Knobs) -> 
 def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
     body: dict[str, Any] = {
         "question": text_question(make_problem(HELDOUT_SEED, i)), "mode": "slow", "strategy": OUR_STRATEGY[strategy],
-        "max_steps": knobs.max_steps, "temperature": knobs.temperature, "top_p": knobs.top_p, "seed": i,
+        "max_steps": knobs.max_steps, "temperature": knobs.temperature, "top_p": knobs.top_p, "top_k": knobs.top_k,
+        "seed": i,
     }  # fmt: skip
     if strategy == "beam":
         body.update(candidates=knobs.candidates, beam_width=knobs.beam_width, aggregation="last")
@@ -424,7 +428,7 @@ async def inprocess_rounds(
 
     base = {"policy_backend": "vllm", "policy_model": str(TEXT_POLICY), "dtype": "float32", "vllm_max_model_len": 1024,
             "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False, "vllm_enable_prefix_caching": True,
-            "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(PRM),
+            "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(args.prm_model),
             "job_timeout_s": 900, "engine_feeding": "continuous", "policy_max_inflight": 256,
             "prm_max_inflight": 256, "prm_merge_duplicate_paths": args.merge == "on"}  # fmt: skip
     settings = Settings(**base)
@@ -495,13 +499,13 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
 
     settings = Settings(policy_backend="vllm", policy_model=str(TEXT_POLICY), dtype="float32", vllm_max_model_len=1024,
                         vllm_enforce_eager=True, vllm_enable_chunked_prefill=False, prm_backend="openai-completions",
-                        prm_base_url=prm_url, prm_model=str(PRM), job_timeout_s=900, policy_max_inflight=256,
+                        prm_base_url=prm_url, prm_model=str(args.prm_model), job_timeout_s=900, policy_max_inflight=256,
                         prm_max_inflight=256)  # fmt: skip
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
     modes = {
         "cot, greedy": {"mode": "cot", "temperature": 0.0},
         f"quick, T = {knobs.temperature:g}": {"mode": "quick", "temperature": knobs.temperature, "top_p": knobs.top_p,
-                                              "max_steps": knobs.max_steps},
+                                              "top_k": knobs.top_k, "max_steps": knobs.max_steps},
         **{f"beam {knobs.candidates} x {knobs.beam_width}, T = {knobs.temperature:g}, {how}": {
             **{k: v for k, v in our_body("beam", 0, knobs).items() if k not in ("question", "seed")},
             "aggregation": how} for how in ("last", "min")},
@@ -538,7 +542,7 @@ async def redis_rounds(
     python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     with RedisServer(logdir) as redis:
         env = {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": redis.url, "ATOMTHINK_KEY_PREFIX": "peers",
-               "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(PRM),
+               "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(args.prm_model),
                "ATOMTHINK_JOB_TIMEOUT_S": "900", "ATOMTHINK_PRM_BACKEND": "openai-completions",
                "ATOMTHINK_PRM_BASE_URL": prm_url, "ATOMTHINK_POLICY_MAX_INFLIGHT": "256",
                "ATOMTHINK_PRM_MAX_INFLIGHT": "256",
@@ -628,6 +632,10 @@ async def main() -> None:
     parser.add_argument(
         "--temperature", type=float, default=1.6, help="the multimodal tiny models' evaluation temperature"
     )
+    parser.add_argument("--top-p", type=float, default=TINY.sampling.top_p, help="nucleus mass, both sides")
+    parser.add_argument("--top-k", type=int, default=TINY.sampling.top_k, help="top-k cut, both sides (0 = off)")
+    parser.add_argument("--prm-model", type=Path, default=TEXT_PRM,
+                        help="PRM checkpoint served to both sides (default: the text policy's own PRM)")  # fmt: skip
     parser.add_argument("--no-roofline", dest="roofline", action="store_false")
     parser.add_argument("--merge", choices=("on", "off"), default="on",
                         help="ours: score identical paths once per PRM job")  # fmt: skip
@@ -660,16 +668,19 @@ async def main() -> None:
     if unknown:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, TINY.sampling.top_p,
-                  TINY.sampling.top_k, TINY.step_max_tokens, 256, args.adaptive_vote)  # fmt: skip
+    knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, args.top_p, args.top_k,
+                  TINY.step_max_tokens, 256, args.adaptive_vote)  # fmt: skip
     os.environ.update(VLLM_CPU_ENV)
-    print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {PRM.name}, its_hub "
+    print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {args.prm_model.name}, its_hub "
           f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip
     print(HEADER)
     problems = Problems(args.first_problem)
     results = Results(knobs, args.json)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.prm_cores
-    with tempfile.TemporaryDirectory() as tmp, VllmServer(PRM, "prm", log_path=Path(tmp) / "prm.log") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        VllmServer(args.prm_model, "prm", log_path=Path(tmp) / "prm.log") as server,
+    ):
         prm_url = server.url + "/v1"
         if args.headroom:
             await headroom(args, knobs, prm_url)

@@ -90,6 +90,33 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run_rollout_labels)
 
+    t = sub.add_parser("text-engine-records", help="engine-corrupted PRM records of text-dominant problems")
+    t.add_argument("--out", required=True, help="output directory (prm.jsonl, meta.json)")
+    t.add_argument("--n", type=int, default=6000, help="problems")
+    t.add_argument("--seed", type=int, default=2, help="problem stream (never the held-out 20261125)")
+    t.add_argument("--negatives", type=int, default=2, help="corrupted paths per problem")
+    t.set_defaults(func=run_text_engine_records)
+
+    v = sub.add_parser(
+        "text-rollout-labels",
+        help="Math-Shepherd rollout labels of the text policy's paths sampled on vLLM (needs the vLLM venv)",
+    )
+    v.add_argument("--policy", required=True, help="text policy checkpoint (atomthink-tiny-text-policy)")
+    v.add_argument("--out", required=True, help="output directory (prm.jsonl, meta.json)")
+    v.add_argument("--seed", type=int, default=3, help="problem stream (never the held-out 20261125)")
+    v.add_argument("--problems", type=int, default=1500)
+    v.add_argument("--offset", type=int, default=0, help="skip the first N problems")
+    v.add_argument("--samples", type=int, default=4, help="QuickThink paths sampled per problem")
+    v.add_argument("--rollouts", type=int, default=2, help="completions per prefix of a wrong path")
+    v.add_argument("--temperature", type=float, default=1.6, help="sampling temperature of the labelled paths")
+    v.add_argument("--top-p", type=float, default=1.0)
+    v.add_argument("--top-k", type=int, default=0, help="0 = off")
+    v.add_argument("--rollout-temperature", type=float, default=None, help="temperature of the labelling rollouts")
+    v.add_argument("--max-steps", type=int, default=8)
+    v.add_argument("--cores", default="1", help="VLLM_CPU_OMP_THREADS_BIND of the engine")
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=run_text_rollout_labels)
+
     c = sub.add_parser(
         "cluster-labels",
         help="Math-Shepherd rollout labels computed by the cluster's policy workers (Redis queue from the settings)",
@@ -194,6 +221,21 @@ def run_rollout_labels(args: argparse.Namespace) -> int:
 
     cfg = _config(RolloutLabelConfig, args)
     print(json.dumps(write_rollout_labels(cfg, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_text_engine_records(args: argparse.Namespace) -> int:
+    from research.training.text_prm import write_text_engine_records
+
+    print(json.dumps(write_text_engine_records(args.out, args.n, args.seed, args.negatives), indent=2))
+    return 0
+
+
+def run_text_rollout_labels(args: argparse.Namespace) -> int:
+    from research.training.text_prm import TextRolloutConfig, write_text_rollout_labels
+
+    cfg = _config(TextRolloutConfig, args)
+    print(json.dumps(write_text_rollout_labels(cfg, progress=not args.quiet), indent=2))
     return 0
 
 

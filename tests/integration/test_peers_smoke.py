@@ -28,6 +28,7 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "its_hub 1.2.0" in run.stdout
+    assert "PRM atomthink-tiny-text-prm" in run.stdout, "the text policy's runs default to its own PRM"
     result = json.loads(out.read_text())
     sides = {(c["side"], c["strategy"]) for c in result["cells"]}
     assert sides == {(side, strategy) for side in ("ours (in process)", "its_hub 1.2.0")
