@@ -13,7 +13,8 @@ Fairness rules (also the head of ``docs/peers.md``):
   ``AbstractLanguageModel`` and ``AbstractProcessRewardModel`` / ``AbstractOutcomeRewardModel``) call the very
   backends our workers call (``VllmPolicy.agenerate``, ``OpenAICompletionsPrm.ascore``), so both send the engines
   the same token sequences for the same states.
-- **The same parameters**: temperature, top_p, top_k (``--top-p`` / ``--top-k``, default the preset's), candidates,
+- **The same parameters**: temperature, top_p, top_k (``--top-p`` / ``--top-k``, default 1.0 / 0: unrestricted
+  sampling, where the text policy errs often enough for search to matter, as the multimodal tables sample), candidates,
   beam width, step limit, the PRM's step aggregation (``last``). Seeds: ours are seeded per request; its_hub takes
   none, so its adapter draws a fresh seed per call.
 - its_hub is installed from PyPI (``its_hub[lm]==1.2.0``) into ``.venv-vllm`` by ``scripts/install-vllm.sh``, never
@@ -632,8 +633,8 @@ async def main() -> None:
     parser.add_argument(
         "--temperature", type=float, default=1.6, help="the multimodal tiny models' evaluation temperature"
     )
-    parser.add_argument("--top-p", type=float, default=TINY.sampling.top_p, help="nucleus mass, both sides")
-    parser.add_argument("--top-k", type=int, default=TINY.sampling.top_k, help="top-k cut, both sides (0 = off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass, both sides (default 1.0: off)")
+    parser.add_argument("--top-k", type=int, default=0, help="top-k cut, both sides (default 0: off)")
     parser.add_argument("--prm-model", type=Path, default=TEXT_PRM,
                         help="PRM checkpoint served to both sides (default: the text policy's own PRM)")  # fmt: skip
     parser.add_argument("--no-roofline", dest="roofline", action="store_false")
