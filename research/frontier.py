@@ -59,8 +59,8 @@ def load(folders: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def curve_names(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """Per run, the curve it belongs to: its strategy (QuickThink: ``quick``), then ``adaptive`` when it is, then its
-    aggregation where the rows hold one strategy with several."""
+    """Per run, the curve it belongs to: its strategy (QuickThink: ``quick``), then ``adaptive`` or ``pruned`` when it
+    is, then its aggregation where the rows hold one strategy with several, then its other fields."""
     aggregations: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         aggregations[row.get("strategy") or row.get("mode", "")].add(str(row.get("aggregation")))
@@ -68,6 +68,7 @@ def curve_names(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     for row in rows:
         strategy = row.get("strategy") or row.get("mode", "")
         name = strategy + (" adaptive" if row.get("adaptive") else "")
+        name += f" pruned {row['prune_fraction']:g}" if row.get("prune_fraction") else ""
         if len(aggregations[strategy]) > 1:
             name += f" {row.get('aggregation')}"
         name += "".join(f" {field}={value}" for field, value in sorted((row.get("fields") or {}).items()))

@@ -42,7 +42,9 @@ def test_curves_name_adaptive_runs_and_aggregations_where_a_strategy_has_several
         {**_row("b-min", "best_of_n", 4, "p1", True, 10), "aggregation": "min"},
         {**_row("b-last", "best_of_n", 4, "p1", True, 10), "aggregation": "last"},
         {**_row("m", "majority", 8, "p1", True, 10), "aggregation": "min", "adaptive": True},
+        {**_row("p", "best_of_n", 8, "p1", True, 10), "aggregation": "min", "prune_fraction": 0.5},
         {**_row("q", None, 1, "p1", True, 10), "mode": "quick", "candidates": None},  # type: ignore[arg-type]
     ]
     names = {p.strategy: p.candidates for p in points(rows)}
-    assert names == {"best_of_n min": 4, "best_of_n last": 4, "majority adaptive": 8, "quick": 1}
+    assert names == {"best_of_n min": 4, "best_of_n last": 4, "majority adaptive": 8, "best_of_n pruned 0.5 min": 8,
+                     "quick": 1}  # fmt: skip
