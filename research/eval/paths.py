@@ -76,23 +76,12 @@ class SavedPaths(BaseModel):
         return [c.text for c in self.paths[i]]
 
 
-class RecordingClient:
-    """A ``JobClient`` that passes every job to the live queue and keeps each job with its result, in call order."""
+class _OverLiveQueue:
+    """A ``JobClient`` over the live queue: everything but ``call`` goes to it (images too: the live fallback jobs of a
+    replay read them)."""
 
     def __init__(self, live: JobClient) -> None:
         self.live = live
-        self.calls: list[tuple[Job, Result | None]] = []
-
-    @overload
-    async def call(self, job: PolicyJob, timeout_s: float) -> PolicyResult: ...
-    @overload
-    async def call(self, job: PrmJob, timeout_s: float) -> PrmResult: ...
-    async def call(self, job: Job, timeout_s: float) -> Result:
-        slot = len(self.calls)
-        self.calls.append((job, None))  # call order, not completion order: the order the strategy asked in
-        result: Result = await self.live.call(job, timeout_s)  # type: ignore[arg-type]
-        self.calls[slot] = (job, result)
-        return result
 
     async def cancel(self, request_id: str) -> None:
         await self.live.cancel(request_id)
@@ -105,6 +94,25 @@ class RecordingClient:
 
     async def queue_stats(self) -> dict[Role, QueueStats]:
         return await self.live.queue_stats()
+
+
+class RecordingClient(_OverLiveQueue):
+    """A ``JobClient`` that passes every job to the live queue and keeps each job with its result, in call order."""
+
+    def __init__(self, live: JobClient) -> None:
+        super().__init__(live)
+        self.calls: list[tuple[Job, Result | None]] = []
+
+    @overload
+    async def call(self, job: PolicyJob, timeout_s: float) -> PolicyResult: ...
+    @overload
+    async def call(self, job: PrmJob, timeout_s: float) -> PrmResult: ...
+    async def call(self, job: Job, timeout_s: float) -> Result:
+        slot = len(self.calls)
+        self.calls.append((job, None))  # call order, not completion order: the order the strategy asked in
+        result: Result = await self.live.call(job, timeout_s)  # type: ignore[arg-type]
+        self.calls[slot] = (job, result)
+        return result
 
 
 async def record_search(expander: StepExpander, tree: SearchTree, context: SearchContext, n: int) -> SearchOutcome:
@@ -158,7 +166,7 @@ def paths_from_calls(calls: Sequence[tuple[Job, Result | None]], key: dict[str, 
     return SavedPaths(key=key, paths=paths, scores=scores, finals=finals)
 
 
-class ReplayClient:
+class ReplayClient(_OverLiveQueue):
     """A ``JobClient`` that answers one request's path-level jobs from a record.
 
     A policy job for the first step opens the next ``n`` unopened saved paths; a job for a later step continues the
@@ -169,8 +177,8 @@ class ReplayClient:
     """
 
     def __init__(self, record: SavedPaths, live: JobClient) -> None:
+        super().__init__(live)
         self.record = record
-        self.live = live
         self.opened = 0
         self.open: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
         self.step_score = {
@@ -215,18 +223,6 @@ class ReplayClient:
             self.open[(*job.steps, candidate.text)].append(i)
             candidates.append(_with_logprobs(candidate, job.sampling.logprobs))
         return PolicyResult(job_id=job.job_id, request_id=job.request_id, candidates=candidates)
-
-    async def cancel(self, request_id: str) -> None:
-        await self.live.cancel(request_id)
-
-    async def put_image(self, data: bytes) -> str:
-        return await self.live.put_image(data)  # the live fallback jobs read it
-
-    async def workers_alive(self) -> dict[Role, int]:
-        return await self.live.workers_alive()
-
-    async def queue_stats(self) -> dict[Role, QueueStats]:
-        return await self.live.queue_stats()
 
 
 def _refused(job: Job, why: str) -> Result:
