@@ -99,6 +99,10 @@ class Knobs:
     adaptive_vote: bool = False
     """Ours only: self-consistency samples in waves and stops once its leader is certain (``adaptive``), with the
     budget as its ceiling; its_hub's ``SelfConsistency`` always samples the whole budget."""
+    path_sampling: str = "steps"
+    """Ours: how best-of-N and self-consistency sample a path (``path_sampling``): ``steps`` (one policy call per
+    atomic step) or ``cot`` (one CoT generation per path, the N of a solve in one call, as its_hub's whole responses
+    are sampled from the same CoT prompt)."""
 
     @property
     def budget(self) -> int:
@@ -298,10 +302,12 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
     }  # fmt: skip
     if strategy == "beam":
         body.update(candidates=knobs.candidates, beam_width=knobs.beam_width, aggregation="last")
-    elif strategy in ("best_of_n", "particle_filtering"):
+    elif strategy == "particle_filtering":
         body.update(candidates=knobs.budget, aggregation="last")
+    elif strategy == "best_of_n":
+        body.update(candidates=knobs.budget, aggregation="last", path_sampling=knobs.path_sampling)
     else:
-        body.update(candidates=knobs.budget, adaptive=knobs.adaptive_vote)
+        body.update(candidates=knobs.budget, adaptive=knobs.adaptive_vote, path_sampling=knobs.path_sampling)
     return body
 
 
@@ -431,7 +437,8 @@ async def inprocess_rounds(
             "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False, "vllm_enable_prefix_caching": True,
             "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(args.prm_model),
             "job_timeout_s": 900, "engine_feeding": "continuous", "policy_max_inflight": 256,
-            "prm_max_inflight": 256, "prm_merge_duplicate_paths": args.merge == "on"}  # fmt: skip
+            "prm_max_inflight": 256, "prm_merge_duplicate_paths": args.merge == "on",
+            "max_answer_tokens": knobs.max_answer_tokens}  # fmt: skip
     settings = Settings(**base)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
     policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
@@ -461,23 +468,23 @@ async def inprocess_rounds(
                         order = ["ours", "its_hub", "its_hub", "ours"] if mine else ["its_hub", "its_hub"]
                         for k, side in enumerate(order):
                             round_no = block * len(order) + k + 1
-                            recorder.on, recorder.policy, recorder.prm = side == "ours", [], []
+                            recorder.on, recorder.policy, recorder.prm = True, [], []
                             cell = await run_round(f"{side} (in process)" if side == "ours" else "its_hub " +
                                                    ITS_HUB_VERSION, strategy, concurrency, round_no,
                                                    problems.take(n), mine if side == "ours" and mine else peer,
                                                    prm_url)  # fmt: skip
                             recorder.on = False
                             results.add(cell)
-                            if side == "ours" and args.roofline:
+                            if args.roofline:
                                 floor_s = await recorder.replay(policy, prm)
-                                results.add(floor={"strategy": strategy, "concurrency": concurrency, "round": round_no,
-                                               "ours_s": cell.wall_s, "floor_s": floor_s,
-                                               "policy_requests": len(recorder.policy),
+                                results.add(floor={"side": side, "strategy": strategy, "concurrency": concurrency,
+                                               "round": round_no, "ours_s": cell.wall_s, "floor_s": floor_s,
+                                               "solves": cell.n, "policy_requests": len(recorder.policy),
                                                "prm_requests": len(recorder.prm)})  # fmt: skip
-                                print(f"  roofline: the same {len(recorder.policy)} policy and {len(recorder.prm)} "
-                                      f"PRM requests replayed at once: {floor_s:.1f} s against {cell.wall_s:.1f} s "
-                                      f"({100 * floor_s / cell.wall_s:.0f}% of the floor's throughput)",
-                                      flush=True)  # fmt: skip
+                                print(f"  roofline ({side}): the same {len(recorder.policy)} policy and "
+                                      f"{len(recorder.prm)} PRM requests replayed at once: {floor_s:.1f} s against "
+                                      f"{cell.wall_s:.1f} s ({100 * floor_s / cell.wall_s:.0f}% of the floor's "
+                                      "throughput)", flush=True)  # fmt: skip
     finally:
         policy.close()
         prm.close()
@@ -546,7 +553,7 @@ async def redis_rounds(
                "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(args.prm_model),
                "ATOMTHINK_JOB_TIMEOUT_S": "900", "ATOMTHINK_PRM_BACKEND": "openai-completions",
                "ATOMTHINK_PRM_BASE_URL": prm_url, "ATOMTHINK_POLICY_MAX_INFLIGHT": "256",
-               "ATOMTHINK_PRM_MAX_INFLIGHT": "256",
+               "ATOMTHINK_PRM_MAX_INFLIGHT": "256", "ATOMTHINK_MAX_ANSWER_TOKENS": str(knobs.max_answer_tokens),
                "ATOMTHINK_PRM_MERGE_DUPLICATE_PATHS": str(args.merge == "on").lower()}  # fmt: skip
         engine = {
             **env,
@@ -602,11 +609,23 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"- {strategy}, c={concurrency}, {side}: {ratio:.2f}x (pairs {min(pairs):.2f}-"
                              f"{max(pairs):.2f}x); accuracy {100 * acc_m:.0f}% vs {100 * acc_p:.0f}%")  # fmt: skip
     for strategy, concurrency in keys:
-        replays = [f for f in floors if (f["strategy"], f["concurrency"]) == (strategy, concurrency)]
-        if replays:
-            share = statistics.mean(f["floor_s"] / f["ours_s"] for f in replays)
-            lines.append(f"- roofline, {strategy}, c={concurrency}: ours reaches {100 * share:.0f}% of the floor's "
-                         f"throughput for the same requests")  # fmt: skip
+        cell_floors = [f for f in floors if (f["strategy"], f["concurrency"]) == (strategy, concurrency)]
+        for side in ("ours", "its_hub"):
+            replays = [f for f in cell_floors if f.get("side", "ours") == side]
+            if replays:
+                share = statistics.mean(f["floor_s"] / f["ours_s"] for f in replays)
+                lines.append(f"- roofline, {strategy}, c={concurrency}: {side} reaches {100 * share:.0f}% of the "
+                             "floor's throughput for its own requests")  # fmt: skip
+        ours_floor = [f["solves"] / f["floor_s"] for f in cell_floors if f.get("side", "ours") == "ours" and "solves"
+                      in f]  # fmt: skip
+        peer_floor = [f["solves"] / f["floor_s"] for f in cell_floors if f.get("side") == "its_hub"]
+        peer_rate = [c.rate for c in cells if (c.strategy, c.concurrency) == (strategy, concurrency)
+                     and c.side.startswith("its_hub")]  # fmt: skip
+        if ours_floor and peer_floor and peer_rate:
+            lines.append(f"- bound, {strategy}, c={concurrency}: ours replayed at its floor would be "
+                         f"{statistics.mean(ours_floor) / statistics.mean(peer_rate):.2f}x its_hub as measured; the "
+                         f"two floors (the work alone, no orchestration on either side): "
+                         f"{statistics.mean(ours_floor) / statistics.mean(peer_floor):.2f}x")  # fmt: skip
     for side in ("ours (in process)", "ours (Redis)"):
         for strategy, concurrency in keys:
             shares = [c.overhead for c in cells if (c.side, c.strategy, c.concurrency) == (side, strategy, concurrency)
@@ -645,6 +664,8 @@ async def main() -> None:
         action="store_true",
         help="ours: self-consistency stops sampling once its leader is certain (the budget a ceiling)",
     )
+    parser.add_argument("--path-sampling", choices=("steps", "cot"), default="steps",
+                        help="ours: best-of-N and self-consistency sample atomic steps or whole CoT paths")  # fmt: skip
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
@@ -670,7 +691,7 @@ async def main() -> None:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, args.top_p, args.top_k,
-                  TINY.step_max_tokens, 256, args.adaptive_vote)  # fmt: skip
+                  TINY.step_max_tokens, 256, args.adaptive_vote, args.path_sampling)  # fmt: skip
     os.environ.update(VLLM_CPU_ENV)
     print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {args.prm_model.name}, its_hub "
           f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip

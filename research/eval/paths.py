@@ -275,7 +275,8 @@ class SavedPathsClient:
 
     async def solve(self, params: SolveParams, image: bytes | None) -> SolveResponse:
         strategy = params.search_strategy
-        if strategy is None or not strategy.path_level:
+        whole = getattr(params.search, "path_sampling", "steps") == "cot"  # CoT paths are sampled fresh, not replayed
+        if strategy is None or not strategy.path_level or whole:
             response: SolveResponse = await self.live.solve(params, image)
             return response
         ceiling = getattr(params.search, "candidates", 1)

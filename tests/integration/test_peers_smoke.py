@@ -24,7 +24,7 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
     command = [str(VLLM_PYTHON), "benchmarks/peers.py", "--strategies", "beam,self_consistency", "--concurrency", "1",
                "--blocks", "1", "--min-problems", "1", "--waves", "1", "--paths", "inprocess", "--max-steps", "3",
-               "--json", str(out)]  # fmt: skip
+               "--path-sampling", "cot", "--json", str(out)]  # fmt: skip
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "its_hub 1.2.0" in run.stdout
@@ -38,3 +38,6 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
         if cell["strategy"] == "beam":
             assert cell["prm_prompt_tokens"] > 0, f"the PRM scored nothing: {cell}"
     assert result["floors"] and all(f["policy_requests"] > 0 for f in result["floors"])
+    assert {f["side"] for f in result["floors"]} == {"ours", "its_hub"}, "both sides' requests are replayed"
+    assert result["knobs"]["path_sampling"] == "cot"
+    assert any(line.startswith("- bound, beam, c=1:") for line in result["summary"]), result["summary"]

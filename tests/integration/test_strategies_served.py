@@ -22,6 +22,8 @@ STRATEGIES: list[dict[str, Any]] = [
     {"strategy": "deepconf_online", "candidates": 4, "warmup": 2, "wave_size": 1, "eta": 50},
     {"strategy": "self_certainty", "candidates": 3},
     {"strategy": "self_certainty_vote", "candidates": 3, "borda_power": 1.0},
+    {"strategy": "best_of_n", "candidates": 3, "path_sampling": "cot"},
+    {"strategy": "majority", "candidates": 3, "path_sampling": "cot"},
 ]
 OWN_EVENTS = {
     "particle_filter": "particles",
@@ -30,8 +32,10 @@ OWN_EVENTS = {
     "deepconf_online": "confidence",
     "self_certainty": "confidence",
     "self_certainty_vote": "confidence",
+    "best_of_n": "selection",
+    "majority": "selection",
 }
-USES_PRM = {"particle_filter", "dvts"}
+USES_PRM = {"particle_filter", "dvts", "best_of_n"}
 VARIABLE = {"id", "timings_ms"}
 
 
@@ -82,6 +86,8 @@ def test_streamed_and_plain_solves_agree_and_show_the_strategy(
     stats = result["stats"]
     assert stats["prompt_tokens"] > 0 and stats["generated_tokens"] > 0
     assert (stats["prm_calls"] > 0) == (name in USES_PRM)
+    if fields.get("path_sampling") == "cot":  # one CoT call samples every path (plus a fallback when none finished)
+        assert stats["policy_calls"] == (1 if result["final"] else 2) and stats["paths"] == fields["candidates"]
     assert [(n["id"], n["parent"], n["text"]) for n in result["tree"]] == [
         (n["id"], n["parent"], n["text"]) for n in nodes.values()
     ]
@@ -125,3 +131,15 @@ def test_a_field_of_another_strategy_is_a_422_naming_it(gateway: ServerProcess) 
         timeout=30,
     )
     assert split.status_code == 422 and split.json()["error"]["field"] == "beam_width"
+    whole = httpx.post(
+        f"{gateway.url}/solve",
+        json={
+            "question": "1+1?",
+            "mode": "slow",
+            "strategy": "best_of_n",
+            "path_sampling": "cot",
+            "prune_fraction": 0.5,
+        },
+        timeout=30,
+    )
+    assert whole.status_code == 422 and whole.json()["error"]["field"] == "prune_fraction"

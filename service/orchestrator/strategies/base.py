@@ -199,11 +199,16 @@ def rank(leaves: Sequence[Node], how: Aggregation) -> list[Node]:
     return sorted(leaves, key=lambda n: rank_key(n.final, n.path_scores or [], how), reverse=True)
 
 
+def cot_steps(text: str) -> list[str]:
+    """A CoT generation's atomic steps: its non-empty lines, stripped (the cot prompt asks for one step per line)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 async def one_shot(expander: StepExpander, tree: SearchTree, context: SearchContext, kind: PromptKind) -> SearchOutcome:
     """Modes ``direct`` and ``cot`` (not strategies): one generation; a CoT answer is split into its lines as steps."""
     [candidate] = await expander.propose([], 1, kind=kind, temperature=context.temperature)
     node = tree.root
-    lines = [line.strip() for line in candidate.text.splitlines() if line.strip()] if kind == "cot" else []
+    lines = cot_steps(candidate.text) if kind == "cot" else []
     for line in lines or [candidate.text.strip()]:
         node = tree.add(node, line, judge=False)
     tree.best = node

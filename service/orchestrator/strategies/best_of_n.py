@@ -6,19 +6,18 @@ from __future__ import annotations
 from pydantic import Field
 
 from service.orchestrator.strategies.base import (
-    ScoredParams,
     SearchContext,
     SearchOutcome,
     StepExpander,
     fallback_answer,
     rank,
 )
-from service.orchestrator.strategies.paths import rollouts, steps_saved
+from service.orchestrator.strategies.paths import PathParams, rollouts, steps_saved
 from service.orchestrator.strategies.registry import Strategy, register
 from service.orchestrator.tree import SearchTree
 
 
-class BestOfNParams(ScoredParams):
+class BestOfNParams(PathParams):
     """Best-of-N's fields: N (``candidates``), the aggregation that ranks the paths, and pruning."""
 
     prune_fraction: float = Field(0.0, ge=0, lt=1)
@@ -38,6 +37,7 @@ async def search(
         prune_fraction=params.prune_fraction,
         prune_interval=params.prune_interval,
         aggregation=params.aggregation,
+        sampling=params.path_sampling,
     )
     best = tree.best = rank(leaves, params.aggregation)[0]
     answer: str | None

@@ -5,9 +5,36 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from typing import Literal
 
-from service.orchestrator.strategies.base import SearchContext, StepExpander, score_nodes
+from pydantic import model_validator
+
+from service.orchestrator.strategies.base import (
+    ScoredParams,
+    SearchContext,
+    StepExpander,
+    cot_steps,
+    field_error,
+    score_nodes,
+)
 from service.orchestrator.tree import Aggregation, Node, SearchTree, aggregate
+
+PathSampling = Literal["steps", "cot"]
+
+
+class PathParams(ScoredParams):
+    """Fields of the strategies that sample whole paths and compare them (best-of-N and the votes)."""
+
+    path_sampling: PathSampling = "steps"
+    """How each path is sampled: steps (one policy call per atomic step, all paths in lockstep, AtomThink's
+    QuickThink per path) or cot (one CoT generation per path, all N in one policy call, split into its lines as
+    atomic steps; the PRM scores them as any steps)."""
+
+    @model_validator(mode="after")
+    def _whole_paths_cannot_prune(self) -> PathParams:
+        if self.path_sampling == "cot" and getattr(self, "prune_fraction", 0.0) > 0:
+            raise field_error("prune_fraction", "needs path_sampling: steps (a CoT path arrives whole)")
+        return self
 
 
 def mark_best(tree: SearchTree, leaves: Sequence[Node], pruned: set[int] | frozenset[int] = frozenset()) -> None:
@@ -37,18 +64,58 @@ async def rollouts(
     prune_fraction: float = 0.0,
     prune_interval: int = 2,
     aggregation: Aggregation = "min",
+    sampling: PathSampling = "steps",
 ) -> tuple[list[Node], set[int]]:
-    """Sample ``n`` whole paths in lockstep: all open paths advance one step per round; then one PRM call scores every
-    path not yet scored to its end (unless ``score`` is False).
+    """Sample ``n`` whole paths in lockstep: all open paths advance one step per round (with ``sampling="cot"``, one
+    policy call samples the ``n`` paths whole, ``cot_rollouts``); then one PRM call scores every path not yet scored to
+    its end (unless ``score`` is False).
 
     With a ``prune_fraction``, after every ``prune_interval`` rounds one PRM call scores the open paths and
     ``prune_choice`` stops the lowest-scored of them (speculative rejection, Sun et al., 2024): they keep their
     partial scores and rank after every finished path. Returns the leaves and the indices of the pruned.
     """
+    pruned: set[int] = set()
+    if sampling == "cot":
+        leaves = await cot_rollouts(expander, tree, context, n)
+    else:
+        leaves = await _stepwise(expander, tree, context, n, pruned, prune_fraction, prune_interval, aggregation)
+    if score:
+        unscored = [leaf for leaf in leaves if len(leaf.path_scores or []) != leaf.depth]
+        if unscored:
+            await score_nodes(expander, tree, unscored)
+    return leaves, pruned
+
+
+async def cot_rollouts(expander: StepExpander, tree: SearchTree, context: SearchContext, n: int) -> list[Node]:
+    """``n`` paths from one policy call on the cot prompt: each generation's lines become its atomic steps, up to the
+    first final step and at most ``max_steps`` of them (a generation with no line is one empty, unfinished step)."""
+    candidates = await expander.propose([], n, kind="cot", temperature=context.temperature)
+    leaves = []
+    for candidate in candidates:
+        node = tree.root
+        for line in cot_steps(candidate.text)[: context.max_steps] or [""]:
+            node = tree.add(node, line, judge=False)
+            if node.final:
+                break
+        leaves.append(node)
+    mark_best(tree, leaves)
+    return leaves
+
+
+async def _stepwise(
+    expander: StepExpander,
+    tree: SearchTree,
+    context: SearchContext,
+    n: int,
+    pruned: set[int],
+    prune_fraction: float,
+    prune_interval: int,
+    aggregation: Aggregation,
+) -> list[Node]:
+    """Lockstep sampling, one step of every open path per round, pruning into ``pruned`` as ``rollouts`` says."""
     first = await expander.propose([], n, temperature=context.temperature)
     leaves = [tree.add(tree.root, c.text, judge=False) for c in first]
     mark_best(tree, leaves)
-    pruned: set[int] = set()
     for done_steps in range(1, context.max_steps):
         open_leaves = [i for i, leaf in enumerate(leaves) if not leaf.final and i not in pruned]
         if not open_leaves:
@@ -64,11 +131,7 @@ async def rollouts(
         for i, [candidate] in zip(open_leaves, proposals, strict=True):
             leaves[i] = tree.add(leaves[i], candidate.text, judge=False)
         mark_best(tree, leaves, pruned)
-    if score:
-        unscored = [leaf for leaf in leaves if len(leaf.path_scores or []) != leaf.depth]
-        if unscored:
-            await score_nodes(expander, tree, unscored)
-    return leaves, pruned
+    return leaves
 
 
 def steps_saved(leaves: Sequence[Node], pruned: set[int], ceiling: int) -> float:

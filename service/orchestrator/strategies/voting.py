@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from service.orchestrator.strategies.base import (
-    ScoredParams,
     SearchContext,
     SearchOutcome,
     StepExpander,
@@ -18,7 +17,7 @@ from service.orchestrator.strategies.base import (
     field_error,
     rank,
 )
-from service.orchestrator.strategies.paths import rollouts, steps_saved
+from service.orchestrator.strategies.paths import PathParams, rollouts, steps_saved
 from service.orchestrator.tree import Node, SearchTree, aggregate
 
 DEFAULT_FIRST_WAVE = 4
@@ -26,7 +25,7 @@ ADAPTIVE_FIELDS = ("min_candidates", "wave_size", "stop_votes", "stop_share")
 """Parameters of the adaptive vote's stopping rule: they need ``adaptive: true``."""
 
 
-class VoteParams(ScoredParams):
+class VoteParams(PathParams):
     """A vote's fields: the paths (``candidates``, the ceiling when adaptive) and the adaptive stopping rule."""
 
     adaptive: bool = False
@@ -166,7 +165,9 @@ async def _adaptive_rollouts(
     scored = weighted or params.prm_ties
     leaves: list[Node] = []
     while True:
-        new, _ = await rollouts(expander, tree, context, next_wave(params, len(leaves)), score=scored)
+        new, _ = await rollouts(
+            expander, tree, context, next_wave(params, len(leaves)), score=scored, sampling=params.path_sampling
+        )
         leaves += new
         finished, answers, weights = ballots(leaves, context, params, weighted=weighted)
         if finished:
@@ -189,7 +190,14 @@ async def vote(
     if params.adaptive:
         leaves, reason = await _adaptive_rollouts(expander, tree, context, params, weighted=weighted)
     else:
-        leaves, _ = await rollouts(expander, tree, context, params.candidates, score=weighted or params.prm_ties)
+        leaves, _ = await rollouts(
+            expander,
+            tree,
+            context,
+            params.candidates,
+            score=weighted or params.prm_ties,
+            sampling=params.path_sampling,
+        )
     saved = steps_saved(leaves, set(), params.candidates)
     finished, answers, weights = ballots(leaves, context, params, weighted=weighted)
     if not finished:
