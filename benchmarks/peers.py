@@ -103,6 +103,9 @@ class Knobs:
     """Ours: how best-of-N and self-consistency sample a path (``path_sampling``): ``steps`` (one policy call per
     atomic step) or ``cot`` (one CoT generation per path, the N of a solve in one call, as its_hub's whole responses
     are sampled from the same CoT prompt)."""
+    score_steps: str = "all"
+    """Ours: which steps of a best-of-N path the PRM scores (``score_steps``): ``all`` or ``last`` (what its_hub's
+    outcome-reward interface asks of the same PRM: the last step's score of each path)."""
 
     @property
     def budget(self) -> int:
@@ -305,7 +308,8 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
     elif strategy == "particle_filtering":
         body.update(candidates=knobs.budget, aggregation="last")
     elif strategy == "best_of_n":
-        body.update(candidates=knobs.budget, aggregation="last", path_sampling=knobs.path_sampling)
+        body.update(candidates=knobs.budget, aggregation="last", path_sampling=knobs.path_sampling,
+                    score_steps=knobs.score_steps)  # fmt: skip
     else:
         body.update(candidates=knobs.budget, adaptive=knobs.adaptive_vote, path_sampling=knobs.path_sampling)
     return body
@@ -666,6 +670,8 @@ async def main() -> None:
     )
     parser.add_argument("--path-sampling", choices=("steps", "cot"), default="steps",
                         help="ours: best-of-N and self-consistency sample atomic steps or whole CoT paths")  # fmt: skip
+    parser.add_argument("--score-steps", choices=("all", "last"), default="all",
+                        help="ours: best-of-N scores every step of a path or its last only (as its_hub)")  # fmt: skip
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
     parser.add_argument("--json", type=Path, help="write every cell and floor here")
@@ -691,7 +697,8 @@ async def main() -> None:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {', '.join(STRATEGIES)}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     knobs = Knobs(args.candidates, args.beam_width, args.max_steps, args.temperature, args.top_p, args.top_k,
-                  TINY.step_max_tokens, 256, args.adaptive_vote, args.path_sampling)  # fmt: skip
+                  TINY.step_max_tokens, 256, args.adaptive_vote, args.path_sampling,
+                  args.score_steps)  # fmt: skip
     os.environ.update(VLLM_CPU_ENV)
     print(f"# peers benchmark: {os.cpu_count()} CPUs, policy {TEXT_POLICY.name}, PRM {args.prm_model.name}, its_hub "
           f"{_its_hub_version()}; {asdict(knobs)}; ours merges duplicate paths: {args.merge}")  # fmt: skip

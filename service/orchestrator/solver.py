@@ -179,7 +179,8 @@ def _response(
     stats = expander.stats
     path = outcome.leaf.path()
     scores = outcome.leaf.path_scores or []
-    steps = [Step(text=node.text, score=scores[i] if i < len(scores) else None) for i, node in enumerate(path)]
+    scored = range(outcome.leaf.stand_ins, len(scores))  # stand-ins of a last-step-only path are no scores
+    steps = [Step(text=node.text, score=scores[i] if i in scored else None) for i, node in enumerate(path)]
     return SolveResponse(
         id=request_id,
         answer=outcome.answer,

@@ -52,6 +52,9 @@ class Node:
     invalid: str | None = None
     """Why the step was rejected (QuickThink resamples, beam drops), or None."""
     path_scores: list[float] | None = None
+    stand_ins: int = 0
+    """Leading entries of ``path_scores`` that are no PRM scores (a path scored at its last step only): they are
+    reported as null and never aggregated (only ``last`` reads such a path)."""
 
     @property
     def score(self) -> float | None:

@@ -22,7 +22,7 @@ STRATEGIES: list[dict[str, Any]] = [
     {"strategy": "deepconf_online", "candidates": 4, "warmup": 2, "wave_size": 1, "eta": 50},
     {"strategy": "self_certainty", "candidates": 3},
     {"strategy": "self_certainty_vote", "candidates": 3, "borda_power": 1.0},
-    {"strategy": "best_of_n", "candidates": 3, "path_sampling": "cot"},
+    {"strategy": "best_of_n", "candidates": 3, "path_sampling": "cot", "aggregation": "last", "score_steps": "last"},
     {"strategy": "majority", "candidates": 3, "path_sampling": "cot"},
 ]
 OWN_EVENTS = {
@@ -88,6 +88,8 @@ def test_streamed_and_plain_solves_agree_and_show_the_strategy(
     assert (stats["prm_calls"] > 0) == (name in USES_PRM)
     if fields.get("path_sampling") == "cot":  # one CoT call samples every path (plus a fallback when none finished)
         assert stats["policy_calls"] == (1 if result["final"] else 2) and stats["paths"] == fields["candidates"]
+    if fields.get("score_steps") == "last":  # only the chosen path's last step carries a PRM score
+        assert [s["score"] is None for s in result["steps"]] == [True] * (len(result["steps"]) - 1) + [False]
     assert [(n["id"], n["parent"], n["text"]) for n in result["tree"]] == [
         (n["id"], n["parent"], n["text"]) for n in nodes.values()
     ]

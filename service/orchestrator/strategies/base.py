@@ -185,12 +185,17 @@ async def fallback_answer(expander: StepExpander, leaf: Node, context: SearchCon
     return SearchOutcome(leaf, context.answer_of(candidate.text) or None, final=False)
 
 
-async def score_nodes(expander: StepExpander, tree: SearchTree, nodes: Sequence[Node]) -> None:
+async def score_nodes(
+    expander: StepExpander, tree: SearchTree, nodes: Sequence[Node], *, last_only: bool = False
+) -> None:
     """One PRM call for every path ending at ``nodes``, with the scores their nearest scored ancestors hold; the
-    tree reports the scores."""
-    scores = await expander.score([node.steps() for node in nodes], [node.known_scores() for node in nodes])
+    tree reports the scores. With ``last_only`` the PRM scores each path's last step only: the earlier steps go as
+    known stand-ins (0.0, so a per-step backend sends no prompt for them) and the node marks them (``stand_ins``)."""
+    known = [[0.0] * (n.depth - 1) if last_only else n.known_scores() for n in nodes]
+    scores = await expander.score([node.steps() for node in nodes], known)
     for node, path_scores in zip(nodes, scores, strict=True):
         node.path_scores = path_scores
+        node.stand_ins = node.depth - 1 if last_only else 0
     tree.scored(nodes)
 
 

@@ -38,6 +38,7 @@ async def search(
         prune_interval=params.prune_interval,
         aggregation=params.aggregation,
         sampling=params.path_sampling,
+        last_only=params.score_steps == "last",
     )
     best = tree.best = rank(leaves, params.aggregation)[0]
     answer: str | None

@@ -20,6 +20,7 @@ from service.orchestrator.strategies.base import (
 from service.orchestrator.tree import Aggregation, Node, SearchTree, aggregate
 
 PathSampling = Literal["steps", "cot"]
+ScoredSteps = Literal["all", "last"]
 
 
 class PathParams(ScoredParams):
@@ -29,11 +30,16 @@ class PathParams(ScoredParams):
     """How each path is sampled: steps (one policy call per atomic step, all paths in lockstep, AtomThink's
     QuickThink per path) or cot (one CoT generation per path, all N in one policy call, split into its lines as
     atomic steps; the PRM scores them as any steps)."""
+    score_steps: ScoredSteps = "all"
+    """Which steps of a path the PRM scores, where it is called: all (every step's score in the response) or last
+    (the final step's only, all that aggregation last ranks by: fewer PRM tokens; the other steps' scores are null)."""
 
     @model_validator(mode="after")
-    def _whole_paths_cannot_prune(self) -> PathParams:
+    def _check_path_fields(self) -> PathParams:
         if self.path_sampling == "cot" and getattr(self, "prune_fraction", 0.0) > 0:
             raise field_error("prune_fraction", "needs path_sampling: steps (a CoT path arrives whole)")
+        if self.score_steps == "last" and self.aggregation != "last":
+            raise field_error("score_steps", "last needs aggregation: last (the others read every step's score)")
         return self
 
 
@@ -65,10 +71,11 @@ async def rollouts(
     prune_interval: int = 2,
     aggregation: Aggregation = "min",
     sampling: PathSampling = "steps",
+    last_only: bool = False,
 ) -> tuple[list[Node], set[int]]:
     """Sample ``n`` whole paths in lockstep: all open paths advance one step per round (with ``sampling="cot"``, one
     policy call samples the ``n`` paths whole, ``cot_rollouts``); then one PRM call scores every path not yet scored to
-    its end (unless ``score`` is False).
+    its end (unless ``score`` is False; with ``last_only``, at its last step only).
 
     With a ``prune_fraction``, after every ``prune_interval`` rounds one PRM call scores the open paths and
     ``prune_choice`` stops the lowest-scored of them (speculative rejection, Sun et al., 2024): they keep their
@@ -82,7 +89,7 @@ async def rollouts(
     if score:
         unscored = [leaf for leaf in leaves if len(leaf.path_scores or []) != leaf.depth]
         if unscored:
-            await score_nodes(expander, tree, unscored)
+            await score_nodes(expander, tree, unscored, last_only=last_only)
     return leaves, pruned
 
 

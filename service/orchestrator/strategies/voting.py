@@ -166,7 +166,13 @@ async def _adaptive_rollouts(
     leaves: list[Node] = []
     while True:
         new, _ = await rollouts(
-            expander, tree, context, next_wave(params, len(leaves)), score=scored, sampling=params.path_sampling
+            expander,
+            tree,
+            context,
+            next_wave(params, len(leaves)),
+            score=scored,
+            sampling=params.path_sampling,
+            last_only=params.score_steps == "last",
         )
         leaves += new
         finished, answers, weights = ballots(leaves, context, params, weighted=weighted)
@@ -197,6 +203,7 @@ async def vote(
             params.candidates,
             score=weighted or params.prm_ties,
             sampling=params.path_sampling,
+            last_only=params.score_steps == "last",
         )
     saved = steps_saved(leaves, set(), params.candidates)
     finished, answers, weights = ballots(leaves, context, params, weighted=weighted)

@@ -62,3 +62,19 @@ def test_cot_paths_cannot_be_pruned() -> None:
         best_of_n.BestOfNParams(candidates=4, path_sampling="cot", prune_fraction=0.5)
     with pytest.raises(ValidationError, match="path_sampling"):
         best_of_n.BestOfNParams(candidates=4, path_sampling="whole")  # type: ignore[arg-type]
+
+
+async def test_last_step_scoring_sends_the_earlier_steps_as_stand_ins_and_ranks_by_the_last() -> None:
+    expander = ScriptedExpander({(): COTS}, SCORES)
+    params = best_of_n.BestOfNParams(candidates=3, aggregation="last", path_sampling="cot", score_steps="last")
+    outcome = await best_of_n.search(expander, SearchTree(), SearchContext(max_steps=4), params)
+    # one PRM call; every step before the last goes as a known stand-in (a per-step PRM sends no prompt for it)
+    assert expander.known_calls == [[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0, 0.0]]]
+    assert outcome.answer == "9" and outcome.leaf.stand_ins == 2  # last: b's 0.95 beats a's 0.8
+
+
+def test_last_step_scoring_needs_the_last_aggregation() -> None:
+    with pytest.raises(ValidationError, match="score_steps"):
+        best_of_n.BestOfNParams(candidates=4, aggregation="min", score_steps="last")
+    with pytest.raises(ValidationError, match="score_steps"):
+        weighted_majority.WeightedMajorityParams(candidates=4, aggregation="mean", score_steps="last")
