@@ -428,25 +428,42 @@ class Problems:
         return out
 
 
-async def inprocess_rounds(
-    args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, results: Results
-) -> None:
+BESIDE = " (beside Redis)"
+"""Marks its_hub's rounds that alternate with ours through Redis (the ratio of the Redis side reads these)."""
+
+
+def engine_settings(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> Any:
+    """The settings of the in-process side: the policy engine in this process, the PRM server at ``prm_url``."""
     from atomthink.settings import Settings
-    from atomthink_serve.embedded import build_runtime
-    from service.schemas import SolveParams
+
+    return Settings(
+        policy_backend="vllm", policy_model=str(TEXT_POLICY), dtype="float32", vllm_max_model_len=1024,
+        vllm_enforce_eager=True, vllm_enable_chunked_prefill=False, vllm_enable_prefix_caching=True,
+        prm_backend="openai-completions", prm_base_url=prm_url, prm_model=str(args.prm_model), job_timeout_s=900,
+        engine_feeding="continuous", policy_max_inflight=256, prm_max_inflight=256,
+        prm_merge_duplicate_paths=args.merge == "on", max_answer_tokens=knobs.max_answer_tokens,
+    )  # fmt: skip
+
+
+async def open_engines(settings: Any, cores: str) -> tuple[Any, Any]:
+    """The in-process policy engine (pinned to ``cores``) and a client of the PRM server."""
     from workers.backends.openai_prm import OpenAICompletionsPrm
     from workers.backends.vllm_policy import VllmPolicy
 
-    base = {"policy_backend": "vllm", "policy_model": str(TEXT_POLICY), "dtype": "float32", "vllm_max_model_len": 1024,
-            "vllm_enforce_eager": True, "vllm_enable_chunked_prefill": False, "vllm_enable_prefix_caching": True,
-            "prm_backend": "openai-completions", "prm_base_url": prm_url, "prm_model": str(args.prm_model),
-            "job_timeout_s": 900, "engine_feeding": "continuous", "policy_max_inflight": 256,
-            "prm_max_inflight": 256, "prm_merge_duplicate_paths": args.merge == "on",
-            "max_answer_tokens": knobs.max_answer_tokens}  # fmt: skip
-    settings = Settings(**base)
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.policy_cores
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores
     policy = await asyncio.to_thread(VllmPolicy.from_settings, settings)
     prm = await asyncio.to_thread(OpenAICompletionsPrm.from_settings, settings)
+    return policy, prm
+
+
+async def inprocess_rounds(
+    args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, results: Results
+) -> None:
+    from atomthink_serve.embedded import build_runtime
+    from service.schemas import SolveParams
+
+    settings = engine_settings(args, knobs, prm_url)
+    policy, prm = await open_engines(settings, args.policy_cores)
     recorder = Recorder()
     recorder.wrap(policy, prm)
     lm, its_prm, its_orm = make_its_hub_adapters(policy, prm, knobs)
@@ -550,8 +567,12 @@ async def headroom(args: argparse.Namespace, knobs: Knobs, prm_url: str) -> list
 async def redis_rounds(
     args: argparse.Namespace, knobs: Knobs, prm_url: str, problems: Problems, logdir: Path, results: Results
 ) -> None:
-    """Ours through the gateway and Redis workers (one policy worker process with its own engine, one PRM worker)."""
+    """Ours through the gateway and Redis workers (one policy worker process with its own engine, one PRM worker),
+    in alternating rounds with its_hub on an in-process engine of the same checkpoint, settings and core (the worker's
+    engine lives in another process: its_hub cannot drive it)."""
     python = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    policy, prm = await open_engines(engine_settings(args, knobs, prm_url), args.policy_cores)
+    lm, its_prm, its_orm = make_its_hub_adapters(policy, prm, knobs)
     with RedisServer(logdir) as redis:
         env = {"ATOMTHINK_QUEUE": "redis", "ATOMTHINK_REDIS_URL": redis.url, "ATOMTHINK_KEY_PREFIX": "peers",
                "ATOMTHINK_POLICY_MODEL": str(TEXT_POLICY), "ATOMTHINK_PRM_MODEL": str(args.prm_model),
@@ -583,16 +604,23 @@ async def redis_rounds(
                             response.raise_for_status()
                             return outcome_of(response.json())
 
+                        peer = its_hub_solver(strategy, lm, its_prm, its_orm, knobs)
                         await solve(10**6)
+                        await peer(10**6)
                         for concurrency in args.concurrency:
                             n = max(args.min_problems, args.waves * concurrency)
                             for block in range(args.blocks):
-                                cell = await run_round("ours (Redis)", strategy, concurrency, block + 1,
-                                                       problems.take(n), solve, prm_url)  # fmt: skip
-                                results.add(cell)
+                                for k, side in enumerate(["ours", "its_hub", "its_hub", "ours"]):
+                                    name = "ours (Redis)" if side == "ours" else f"its_hub {ITS_HUB_VERSION}{BESIDE}"
+                                    cell = await run_round(name, strategy, concurrency, 4 * block + k + 1,
+                                                           problems.take(n), solve if side == "ours" else peer,
+                                                           prm_url)  # fmt: skip
+                                    results.add(cell)
         finally:
             for worker in workers:
                 worker.terminate()
+            policy.close()
+            prm.close()
 
 
 def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
@@ -601,15 +629,16 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
     keys = sorted({(c.strategy, c.concurrency) for c in cells})
     for strategy, concurrency in keys:
         group = [c for c in cells if (c.strategy, c.concurrency) == (strategy, concurrency)]
-        peer = [c.rate for c in group if c.side.startswith("its_hub")]
         for side in ("ours (in process)", "ours (Redis)"):
+            beside = side == "ours (Redis)" and any(c.side.endswith(BESIDE) for c in group)
+            peers = [c for c in group if c.side.startswith("its_hub") and c.side.endswith(BESIDE) == beside]
+            peer = [c.rate for c in peers]
             mine = [c.rate for c in group if c.side == side]
             if mine and peer:
                 ratio = statistics.mean(mine) / statistics.mean(peer)
                 pairs = [m / p for m, p in zip(mine, peer, strict=False)]
                 acc_m = sum(c.right for c in group if c.side == side) / sum(c.n for c in group if c.side == side)
-                acc_p = sum(c.right for c in group if c.side.startswith("its_hub")) / sum(
-                    c.n for c in group if c.side.startswith("its_hub"))  # fmt: skip
+                acc_p = sum(c.right for c in peers) / sum(c.n for c in peers)
                 lines.append(f"- {strategy}, c={concurrency}, {side}: {ratio:.2f}x (pairs {min(pairs):.2f}-"
                              f"{max(pairs):.2f}x); accuracy {100 * acc_m:.0f}% vs {100 * acc_p:.0f}%")  # fmt: skip
     for strategy, concurrency in keys:
@@ -624,7 +653,7 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
                       in f]  # fmt: skip
         peer_floor = [f["solves"] / f["floor_s"] for f in cell_floors if f.get("side") == "its_hub"]
         peer_rate = [c.rate for c in cells if (c.strategy, c.concurrency) == (strategy, concurrency)
-                     and c.side.startswith("its_hub")]  # fmt: skip
+                     and c.side.startswith("its_hub") and not c.side.endswith(BESIDE)]  # fmt: skip
         if ours_floor and peer_floor and peer_rate:
             lines.append(f"- bound, {strategy}, c={concurrency}: ours replayed at its floor would be "
                          f"{statistics.mean(ours_floor) / statistics.mean(peer_rate):.2f}x its_hub as measured; the "
