@@ -83,7 +83,7 @@ async def rollouts(
     """
     pruned: set[int] = set()
     if sampling == "cot":
-        leaves = await cot_rollouts(expander, tree, context, n, score=score, last_only=last_only)
+        leaves = await cot_rollouts(expander, tree, context, n)
     else:
         leaves = await _stepwise(expander, tree, context, n, pruned, prune_fraction, prune_interval, aggregation)
     if score:
@@ -93,52 +93,18 @@ async def rollouts(
     return leaves, pruned
 
 
-async def cot_rollouts(
-    expander: StepExpander,
-    tree: SearchTree,
-    context: SearchContext,
-    n: int,
-    *,
-    score: bool = False,
-    last_only: bool = False,
-) -> list[Node]:
-    """``n`` paths sampled on the cot prompt: each generation's lines become its atomic steps, up to the first final
-    step and at most ``max_steps`` of them (a generation with no line is one empty, unfinished step).
-
-    Without ``score`` one policy call samples all ``n``. With it each path is its own policy call, scored by its own
-    PRM call as soon as it is written (a path never waits for the slowest sibling before its scoring starts); the
-    tree receives the paths in sampling order once all are scored, so a seeded request builds the same tree.
-    """
-
-    def cut(text: str) -> list[str]:
-        steps: list[str] = []
-        for line in cot_steps(text)[: context.max_steps] or [""]:
-            steps.append(line)
-            if tree.rules.check(line, steps[-2] if len(steps) > 1 else None).final:
-                break
-        return steps
-
-    async def scored_path() -> tuple[list[str], list[float]]:
-        [candidate] = await expander.propose([], 1, kind="cot", temperature=context.temperature)
-        steps = cut(candidate.text)
-        [scores] = await expander.score([steps], [[0.0] * (len(steps) - 1)] if last_only else [[]])
-        return steps, scores
-
-    if score:
-        paths = await asyncio.gather(*(scored_path() for _ in range(n)))
-    else:
-        candidates = await expander.propose([], n, kind="cot", temperature=context.temperature)
-        paths = [(cut(c.text), []) for c in candidates]
+async def cot_rollouts(expander: StepExpander, tree: SearchTree, context: SearchContext, n: int) -> list[Node]:
+    """``n`` paths from one policy call on the cot prompt: each generation's lines become its atomic steps, up to the
+    first final step and at most ``max_steps`` of them (a generation with no line is one empty, unfinished step)."""
+    candidates = await expander.propose([], n, kind="cot", temperature=context.temperature)
     leaves = []
-    for steps, scores in paths:
+    for candidate in candidates:
         node = tree.root
-        for line in steps:
+        for line in cot_steps(candidate.text)[: context.max_steps] or [""]:
             node = tree.add(node, line, judge=False)
-        if scores:
-            node.path_scores, node.stand_ins = scores, len(steps) - 1 if last_only else 0
+            if node.final:
+                break
         leaves.append(node)
-    if score:
-        tree.scored(leaves)
     mark_best(tree, leaves)
     return leaves
 

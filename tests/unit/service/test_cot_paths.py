@@ -1,6 +1,5 @@
-"""Path-level strategies with ``path_sampling="cot"``: each path is one CoT generation split into atomic steps (all N
-from one policy call when no PRM is needed; else one call per path, each scored as soon as it is written), then compared
-exactly as step-sampled paths (scripted policy and PRM)."""
+"""Path-level strategies with ``path_sampling="cot"``: each path is one CoT generation split into atomic steps, all N
+from one policy call, then scored and compared exactly as step-sampled paths (scripted policy and PRM)."""
 
 from __future__ import annotations
 
@@ -21,20 +20,14 @@ SCORES = {"a1": 0.9, "a2": 0.4, FINAL + "7": 0.8, "b1": 0.6, "b2": 0.7, FINAL + 
           "c3": 0.99, "c4": 0.99}  # fmt: skip
 
 
-async def test_cot_best_of_n_scores_each_path_on_its_own_and_its_lines_as_steps() -> None:
+async def test_cot_best_of_n_samples_n_paths_in_one_call_and_scores_their_lines_as_steps() -> None:
     expander = ScriptedExpander({(): COTS}, SCORES)
     tree = SearchTree()
     params = best_of_n.BestOfNParams(candidates=3, aggregation="min", path_sampling="cot")
     outcome = await best_of_n.search(expander, tree, SearchContext(max_steps=4), params)
 
-    assert [(c.state, c.n, c.kind) for c in expander.calls] == [((), 1, "cot")] * 3
-    # one PRM call per path, all its steps (none known), whatever order the paths finish in
-    assert sorted(expander.score_calls) == [
-        [["a1", "a2", FINAL + "7"]],
-        [["b1", "b2", FINAL + "9"]],
-        [["c1", "c2", "c3", "c4"]],
-    ]
-    assert expander.known_calls == [[[]]] * 3
+    assert [(c.state, c.n, c.kind) for c in expander.calls] == [((), 3, "cot")]
+    assert expander.score_calls == [[["a1", "a2", FINAL + "7"], ["b1", "b2", FINAL + "9"], ["c1", "c2", "c3", "c4"]]]
     # min: a = 0.4, b = 0.6; the unfinished c (0.99) ranks after every finished path
     assert outcome.final and outcome.answer == "9"
     assert outcome.leaf.steps() == ["b1", "b2", FINAL + "9"]
@@ -53,15 +46,15 @@ async def test_cot_majority_votes_without_a_prm_call() -> None:
     assert [(c.n, c.kind) for c in expander.calls] == [(4, "cot")]
 
 
-async def test_cot_adaptive_weighted_vote_stops_after_its_first_wave() -> None:
+async def test_cot_adaptive_weighted_vote_samples_each_wave_in_one_call() -> None:
     cots = [f"s\n{FINAL}5"]
     expander = ScriptedExpander({(): cots}, {"s": 0.9, FINAL + "5": 0.9})
     params = weighted_majority.WeightedMajorityParams(candidates=8, path_sampling="cot", adaptive=True)
     outcome = await weighted_majority.search(expander, SearchTree(), SearchContext(max_steps=6), params)
-    # the first wave (4 agreeing paths) already makes the leader certain: 4 cot calls, each path scored once
+    # the first wave (4 agreeing paths) already makes the leader certain: one cot call of 4, one PRM call
     assert outcome.answer == "5" and outcome.stop_reason is not None and outcome.paths == 4
-    assert [(c.n, c.kind) for c in expander.calls] == [(1, "cot")] * 4
-    assert len(expander.score_calls) == 4
+    assert [(c.n, c.kind) for c in expander.calls] == [(4, "cot")]
+    assert len(expander.score_calls) == 1
 
 
 def test_cot_paths_cannot_be_pruned() -> None:
@@ -75,8 +68,8 @@ async def test_last_step_scoring_sends_the_earlier_steps_as_stand_ins_and_ranks_
     expander = ScriptedExpander({(): COTS}, SCORES)
     params = best_of_n.BestOfNParams(candidates=3, aggregation="last", path_sampling="cot", score_steps="last")
     outcome = await best_of_n.search(expander, SearchTree(), SearchContext(max_steps=4), params)
-    # every step before the last goes as a known stand-in (a per-step PRM sends no prompt for it)
-    assert sorted(expander.known_calls) == [[[0.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0, 0.0]]]
+    # one PRM call; every step before the last goes as a known stand-in (a per-step PRM sends no prompt for it)
+    assert expander.known_calls == [[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0, 0.0]]]
     assert outcome.answer == "9" and outcome.leaf.stand_ins == 2  # last: b's 0.95 beats a's 0.8
 
 
