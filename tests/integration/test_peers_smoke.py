@@ -1,5 +1,5 @@
 """A small round of the peer benchmark (``benchmarks/peers.py``): its_hub's beam search and ours on the same vLLM
-CPU engines, one problem each. Fails when the peer's import, its adapters or our side break; measures nothing."""
+CPU engines, one problem each, in process and through Redis. Fails when the peer's import, its adapters or our side break; measures nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
         pytest.skip(reason)
     out = tmp_path / "peers.json"
     command = [str(VLLM_PYTHON), "benchmarks/peers.py", "--strategies", "beam,self_consistency", "--concurrency", "1",
-               "--blocks", "1", "--min-problems", "1", "--waves", "1", "--paths", "inprocess", "--max-steps", "3",
+               "--blocks", "1", "--min-problems", "1", "--waves", "1", "--paths", "inprocess,redis", "--max-steps", "3",
                "--path-sampling", "cot", "--json", str(out)]  # fmt: skip
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -31,8 +31,8 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
     assert "PRM atomthink-tiny-text-prm" in run.stdout, "the text policy's runs default to its own PRM"
     result = json.loads(out.read_text())
     sides = {(c["side"], c["strategy"]) for c in result["cells"]}
-    assert sides == {(side, strategy) for side in ("ours (in process)", "its_hub 1.2.0")
-                     for strategy in ("beam", "self_consistency")}, sides  # fmt: skip
+    assert sides == {(side, strategy) for side in ("ours (in process)", "its_hub 1.2.0", "ours (Redis)",
+                     "its_hub 1.2.0 (beside Redis)") for strategy in ("beam", "self_consistency")}, sides  # fmt: skip
     for cell in result["cells"]:
         assert len(cell["problems"]) == 1 and cell["policy_tokens"] > 0 and cell["wall_s"] > 0, cell
         if cell["strategy"] == "beam":
@@ -41,3 +41,4 @@ def test_peer_benchmark_runs_both_sides_on_one_engine(tmp_path: Path) -> None:
     assert {f["side"] for f in result["floors"]} == {"ours", "its_hub"}, "both sides' requests are replayed"
     assert result["knobs"]["path_sampling"] == "cot"
     assert any(line.startswith("- bound, beam, c=1:") for line in result["summary"]), result["summary"]
+    assert any(line.startswith("- beam, c=1, ours (Redis):") for line in result["summary"]), result["summary"]
