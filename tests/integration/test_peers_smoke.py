@@ -1,5 +1,6 @@
 """A small round of the peer benchmark (``benchmarks/peers.py``): its_hub's beam search and ours on the same vLLM
-CPU engines, one problem each, in process and through Redis. Fails when the peer's import, its adapters or our side break; measures nothing."""
+CPU engines, one problem each, in process and through Redis. Fails when the peer's import, its adapters or our side
+break; measures nothing."""
 
 from __future__ import annotations
 
