@@ -99,11 +99,11 @@ class Knobs:
     adaptive_vote: bool = False
     """Ours only: self-consistency samples in waves and stops once its leader is certain (``adaptive``), with the
     budget as its ceiling; its_hub's ``SelfConsistency`` always samples the whole budget."""
-    path_sampling: str = "steps"
+    path_sampling: str = "cot"
     """Ours: how best-of-N and self-consistency sample a path (``path_sampling``): ``steps`` (one policy call per
     atomic step) or ``cot`` (one CoT generation per path, the N of a solve in one call, as its_hub's whole responses
     are sampled from the same CoT prompt)."""
-    score_steps: str = "all"
+    score_steps: str = "last"
     """Ours: which steps of a best-of-N path the PRM scores (``score_steps``): ``all`` or ``last`` (what its_hub's
     outcome-reward interface asks of the same PRM: the last step's score of each path)."""
 
@@ -697,9 +697,10 @@ async def main() -> None:
         action="store_true",
         help="ours: self-consistency stops sampling once its leader is certain (the budget a ceiling)",
     )
-    parser.add_argument("--path-sampling", choices=("steps", "cot"), default="steps",
-                        help="ours: best-of-N and self-consistency sample atomic steps or whole CoT paths")  # fmt: skip
-    parser.add_argument("--score-steps", choices=("all", "last"), default="all",
+    parser.add_argument("--path-sampling", choices=("steps", "cot"), default="cot",
+                        help="ours: best-of-N and self-consistency sample atomic steps or whole CoT paths (default, "
+                        "as its_hub samples whole responses)")  # fmt: skip
+    parser.add_argument("--score-steps", choices=("all", "last"), default="last",
                         help="ours: best-of-N scores every step of a path or its last only (as its_hub)")  # fmt: skip
     parser.add_argument("--prm-cores", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the PRM server")
     parser.add_argument("--policy-cores", default="1", help="... and of the policy engine")
