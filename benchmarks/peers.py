@@ -654,7 +654,7 @@ def summary(cells: list[Cell], floors: list[dict[str, Any]]) -> list[str]:
         peer_floor = [f["solves"] / f["floor_s"] for f in cell_floors if f.get("side") == "its_hub"]
         peer_rate = [c.rate for c in cells if (c.strategy, c.concurrency) == (strategy, concurrency)
                      and c.side.startswith("its_hub") and not c.side.endswith(BESIDE)]  # fmt: skip
-        if ours_floor and peer_floor and peer_rate:
+        if ours_floor and peer_floor and peer_rate and concurrency > 1:  # at c = 1 the floor ignores the search's order
             lines.append(f"- bound, {strategy}, c={concurrency}: ours replayed at its floor would be "
                          f"{statistics.mean(ours_floor) / statistics.mean(peer_rate):.2f}x its_hub as measured; the "
                          f"two floors (the work alone, no orchestration on either side): "
