@@ -118,8 +118,9 @@ class Outcome:
     answer: str | None
     policy_tokens: int
     overhead: float | None = None
-    """Ours: the share of the solve's wall time spent neither with a policy nor with a PRM job outstanding, plus its
-    jobs' time in the queue (``timings_ms``: total - policy - prm + queue) (as in ``vllm_feeding.py``)."""
+    """Ours: the share of the solve's wall time spent neither with a policy nor with a PRM job outstanding, plus the
+    time with one of its jobs waiting in the queue (``timings_ms``: total - policy - prm + queue_wall; jobs waiting
+    side by side count once) (as in ``vllm_feeding.py``)."""
 
 
 @dataclass
@@ -317,7 +318,7 @@ def our_body(strategy: str, i: int, knobs: Knobs) -> dict[str, Any]:
 
 def outcome_of(response: dict[str, Any]) -> Outcome:
     t = response["timings_ms"]
-    overhead = max(0.0, t["total"] - t["policy"] - t["prm"] + t["queue"]) / t["total"] if t["total"] else 0.0
+    overhead = max(0.0, t["total"] - t["policy"] - t["prm"] + t["queue_wall"]) / t["total"] if t["total"] else 0.0
     return Outcome(response.get("answer"), int(response["stats"]["generated_tokens"]), overhead)
 
 

@@ -105,7 +105,7 @@ async def drive(concurrency: int, total: int, solve: Callable[[int], Awaitable[d
     wall = time.perf_counter() - started
     tokens = sum(a["stats"]["generated_tokens"] for a in answers)
     t = [a["timings_ms"] for a in answers]
-    overhead = statistics.mean(max(0.0, x["total"] - x["policy"] - x["prm"] + x["queue"]) / x["total"] for x in t)
+    overhead = statistics.mean(max(0.0, x["total"] - x["policy"] - x["prm"] + x["queue_wall"]) / x["total"] for x in t)
     right = sum(a["answer"] == str(make_problem(HELDOUT_SEED, a["i"]).value_answer) for a in answers)  # no options
     return wall, latencies, tokens, overhead, right
 

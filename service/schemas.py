@@ -199,6 +199,11 @@ class Timings(BaseModel):
     policy: float = Field(description="Wall time with at least one policy job outstanding.")
     prm: float = Field(description="Wall time with at least one PRM job outstanding.")
     queue: float = Field(description="Enqueue-to-pick-up time summed over this request's jobs.")
+    queue_wall: float = Field(
+        0.0,
+        description="Wall time with at least one of this request's jobs waiting to be picked up (the union of "
+        "their waits: jobs waiting side by side count once).",
+    )
 
 
 class TreeNode(BaseModel):

@@ -228,6 +228,8 @@ class RedisStepQueue:
             jobs = await self._read(role, max_jobs, TAKE_BLOCK_MS)  # a new entry wakes a blocked reader at once
             if not jobs:
                 return []
+        if max_wait_s <= 0:
+            return jobs  # no batch to fill (continuous feeding): the read already took every job queued
         if len(jobs) < max_jobs:
             more = await self._read(role, max_jobs - len(jobs), None)
             if not more and len(jobs) == 1:

@@ -52,8 +52,20 @@ class ExpansionStats:
     """Prompt tokens the policy read: each policy job's prompt once (its ``n`` candidates share it), as OpenAI's
     ``usage.prompt_tokens`` counts a request with ``n`` choices."""
     queue_s: float = 0.0
+    queue_waits: list[tuple[float, float]] = field(default_factory=list)
+    """Each job's wait in the queue as a (start, end) interval on ``time.perf_counter``: sent, then picked up."""
     policy_clock: _BusyClock = field(default_factory=_BusyClock)
     prm_clock: _BusyClock = field(default_factory=_BusyClock)
+
+
+def union_s(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of ``intervals`` (waits of jobs sent side by side count once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +132,7 @@ class QueueExpander:
         metrics.QUEUE_WAIT.labels(role).observe(result.queue_ms / 1000)
         metrics.JOB_BATCH_SIZE.labels(role).observe(result.batch_size)
         self.stats.queue_s += result.queue_ms / 1000
+        self.stats.queue_waits.append((started, started + result.queue_ms / 1000))
         if result.error is not None and result.error.code == ContextTooLong.code:
             raise ContextTooLong(result.error.message, field="question")
         if result.error is not None:

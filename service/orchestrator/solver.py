@@ -16,7 +16,7 @@ from atomthink.settings import Settings
 from atomthink.steps import get_step_rules
 from service import metrics
 from service.events import EventSink
-from service.orchestrator.expander import ExpansionStats, QueueExpander, RequestSampling
+from service.orchestrator.expander import ExpansionStats, QueueExpander, RequestSampling, union_s
 from service.orchestrator.strategies import base
 from service.orchestrator.strategies.base import SearchContext, SearchOutcome, StepExpander
 from service.orchestrator.tree import SearchTree
@@ -197,6 +197,7 @@ def _response(
             policy=round(stats.policy_clock.total_s * 1000, 3),
             prm=round(stats.prm_clock.total_s * 1000, 3),
             queue=round(stats.queue_s * 1000, 3),
+            queue_wall=round(union_s(stats.queue_waits) * 1000, 3),
         ),
         truncated=truncated,
         tree=[

@@ -49,7 +49,9 @@ def test_every_mode_and_strategy_answers(gateway: ServerProcess, sample_png: byt
     assert body["steps"], "a solution has at least one step"
     assert set(body["stats"]) == STATS_FIELDS
     _check_spend(fields, body["stats"])
-    assert set(body["timings_ms"]) == {"total", "policy", "prm", "queue"}
+    timings = body["timings_ms"]
+    assert set(timings) == {"total", "policy", "prm", "queue", "queue_wall"}
+    assert 0 <= timings["queue_wall"] <= timings["queue"] + 1e-3, "the union of the waits is at most their sum"
     assert body["stats"]["policy_calls"] >= 1 and body["stats"]["generated_tokens"] >= 1
     assert body["stats"]["prompt_tokens"] >= 1, "the workers count the prompts the policy read"
     if fields.get("strategy") == "majority" and "tie_break" not in fields:

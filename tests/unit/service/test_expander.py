@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from atomthink.protocol import PrmJob, PrmResult
 from atomthink.queue.memory import InMemoryStepQueue
-from service.orchestrator.expander import QueueExpander, RequestSampling
+from service.orchestrator.expander import QueueExpander, RequestSampling, union_s
 
 SAMPLING = RequestSampling(temperature=0.7, top_p=0.9, top_k=50, max_step_tokens=32, max_answer_tokens=64)
 
@@ -34,3 +36,10 @@ async def test_identical_paths_in_one_job_are_scored_once_and_get_the_same_score
     assert merged == [[0.5, 0.9], [0.5, 0.2], [0.5, 0.9], [0.5, 0.9]]
     plain, job = await score_through_queue(merge=False)
     assert len(job.paths) == 4 and plain == merged, "merging changes the work, never the scores"
+
+
+def test_queue_wall_counts_waits_side_by_side_once() -> None:
+    # two jobs sent together wait 3 and 5 ms, a later one 2 ms, one overlapping the first two's end
+    waits = [(0.0, 0.003), (0.0, 0.005), (0.010, 0.012), (0.004, 0.006)]
+    assert union_s(waits) == pytest.approx(0.006 + 0.002)
+    assert union_s([]) == 0.0
