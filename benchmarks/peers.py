@@ -752,6 +752,17 @@ async def main() -> None:
     results.save(summary(results.cells, results.floors))
 
 
+PATH_KNOBS = {"path_sampling": ("best_of_n", "self_consistency"), "score_steps": ("best_of_n",),
+              "adaptive_vote": ("self_consistency",)}  # fmt: skip
+"""Knobs that shape only some strategies: a file that ran none of them may differ in them."""
+
+
+def applicable_knobs(payload: dict[str, Any]) -> dict[str, Any]:
+    """A ``--json`` file's knobs without those that none of its strategies reads."""
+    ran = {c["strategy"] for c in payload["cells"]}
+    return {k: v for k, v in payload["knobs"].items() if not set(PATH_KNOBS.get(k, ran)).isdisjoint(ran)}
+
+
 def report(out: Path, paths: Sequence[Path]) -> None:
     """The table (every round), the summary and a plot (solves/s per strategy and concurrency, each side, every round
     as a dot) from one or more ``--json`` files: ``docs/peers.md`` and ``docs/peers.png`` are made this way."""
@@ -766,9 +777,12 @@ def report(out: Path, paths: Sequence[Path]) -> None:
     for cell in cells:
         print(cell.row())
     summary(cells, [f for payload in payloads for f in payload["floors"]])
-    knobs = {json.dumps(payload["knobs"]) for payload in payloads}
-    if len(knobs) > 1:
-        raise SystemExit(f"the files were run with different knobs: {knobs}")
+    merged: dict[str, Any] = {}
+    for payload in payloads:
+        for key, value in applicable_knobs(payload).items():
+            if merged.setdefault(key, value) != value:
+                raise SystemExit(f"the files were run with different {key}: {merged[key]!r} and {value!r}")
+    knobs = {json.dumps(merged)}
     strategies = sorted({c.strategy for c in cells}, key=STRATEGIES.index)
     sides = sorted({c.side for c in cells})
     fig, axes = plt.subplots(1, len(strategies), figsize=(4 * len(strategies), 3.6), squeeze=False)
