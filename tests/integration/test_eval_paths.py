@@ -74,6 +74,9 @@ async def test_saved_paths_replay_the_live_service(tmp_path: Path) -> None:
             # A step-level strategy samples afresh through the live service.
             beam = SolveParams(**base, strategy="beam", candidates=2, beam_width=2)
             same_solve(await saved.solve(beam, image), await live.solve(beam, image))
+            # So do whole cot paths (the record holds step-by-step paths), and more of them than the record holds.
+            whole = SolveParams(**base, strategy="majority", candidates=5, path_sampling="cot")
+            same_solve(await saved.solve(whole, image), await live.solve(whole, image))
         stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.json.gz")}
         await saved.solve(SolveParams(**base, strategy="self_certainty", candidates=3), image)
         assert {p: p.stat().st_mtime_ns for p in folder.glob("*.json.gz")} == stamps  # read, not recorded again
