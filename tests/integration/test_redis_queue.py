@@ -151,7 +151,10 @@ async def test_queue_length_limit_answers_overloaded(redis_prefix: str) -> None:
     async with three_queues(redis_prefix) as queues:
         gateway, _, _ = queues
         calls = [asyncio.create_task(gateway.call(_job(f"r{i}"), timeout_s=5)) for i in range(5)]
-        await asyncio.sleep(0.1)
+        for _ in range(200):  # until all five are queued (a fixed sleep was too short on a loaded machine)
+            if (await gateway.queue_stats())["policy"].waiting >= 5:
+                break
+            await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
             await gateway.call(_job("one-too-many"), timeout_s=5)
         for call in calls:
