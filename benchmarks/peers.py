@@ -429,6 +429,8 @@ class Problems:
         return out
 
 
+BLOCK = ("ours", "its_hub", "its_hub", "ours")
+"""One block of alternating rounds (drift in the machine's speed falls on both sides alike)."""
 BESIDE = " (beside Redis)"
 """Marks its_hub's rounds that alternate with ours through Redis (the ratio of the Redis side reads these)."""
 
@@ -487,7 +489,7 @@ async def inprocess_rounds(
                 for concurrency in args.concurrency:
                     n = max(args.min_problems, args.waves * concurrency)
                     for block in range(args.blocks):
-                        order = ["ours", "its_hub", "its_hub", "ours"] if mine else ["its_hub", "its_hub"]
+                        order = BLOCK if mine else BLOCK[1:3]
                         for k, side in enumerate(order):
                             round_no = block * len(order) + k + 1
                             recorder.on, recorder.policy, recorder.prm = True, [], []
@@ -611,9 +613,9 @@ async def redis_rounds(
                         for concurrency in args.concurrency:
                             n = max(args.min_problems, args.waves * concurrency)
                             for block in range(args.blocks):
-                                for k, side in enumerate(["ours", "its_hub", "its_hub", "ours"]):
+                                for k, side in enumerate(BLOCK):
                                     name = "ours (Redis)" if side == "ours" else f"its_hub {ITS_HUB_VERSION}{BESIDE}"
-                                    cell = await run_round(name, strategy, concurrency, 4 * block + k + 1,
+                                    cell = await run_round(name, strategy, concurrency, len(BLOCK) * block + k + 1,
                                                            problems.take(n), solve if side == "ours" else peer,
                                                            prm_url)  # fmt: skip
                                     results.add(cell)
@@ -782,7 +784,6 @@ def report(out: Path, paths: Sequence[Path]) -> None:
         for key, value in applicable_knobs(payload).items():
             if merged.setdefault(key, value) != value:
                 raise SystemExit(f"the files were run with different {key}: {merged[key]!r} and {value!r}")
-    knobs = {json.dumps(merged)}
     strategies = sorted({c.strategy for c in cells}, key=STRATEGIES.index)
     sides = sorted({c.side for c in cells})
     fig, axes = plt.subplots(1, len(strategies), figsize=(4 * len(strategies), 3.6), squeeze=False)
@@ -801,7 +802,7 @@ def report(out: Path, paths: Sequence[Path]) -> None:
         ax.set_ylabel("solves/s")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"ours vs its_hub {ITS_HUB_VERSION} on one vLLM CPU engine pair ({knobs.pop()})", fontsize=7)
+    fig.suptitle(f"ours vs its_hub {ITS_HUB_VERSION} on one vLLM CPU engine pair ({json.dumps(merged)})", fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"plot: {out}")

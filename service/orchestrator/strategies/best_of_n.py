@@ -3,13 +3,14 @@ the lowest-scored open paths as they go (speculative rejection)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from service.orchestrator.strategies.base import (
     SearchContext,
     SearchOutcome,
     StepExpander,
     fallback_answer,
+    field_error,
     rank,
 )
 from service.orchestrator.strategies.paths import PathParams, rollouts, steps_saved
@@ -25,6 +26,12 @@ class BestOfNParams(PathParams):
     prune_interval: int = Field(2, ge=1, le=50)
     """Steps between two pruning checks."""
 
+    @model_validator(mode="after")
+    def _whole_paths_cannot_prune(self) -> BestOfNParams:
+        if self.path_sampling == "cot" and self.prune_fraction > 0:
+            raise field_error("prune_fraction", "needs path_sampling: steps (a CoT path arrives whole)")
+        return self
+
 
 async def search(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: BestOfNParams
@@ -38,7 +45,7 @@ async def search(
         prune_interval=params.prune_interval,
         aggregation=params.aggregation,
         sampling=params.path_sampling,
-        last_only=params.score_steps == "last",
+        last_only=params.last_step_only,
     )
     best = tree.best = rank(leaves, params.aggregation)[0]
     answer: str | None

@@ -35,12 +35,15 @@ class PathParams(ScoredParams):
     (the final step's only, all that aggregation last ranks by: fewer PRM tokens; the other steps' scores are null)."""
 
     @model_validator(mode="after")
-    def _check_path_fields(self) -> PathParams:
-        if self.path_sampling == "cot" and getattr(self, "prune_fraction", 0.0) > 0:
-            raise field_error("prune_fraction", "needs path_sampling: steps (a CoT path arrives whole)")
+    def _last_step_needs_last(self) -> PathParams:
         if self.score_steps == "last" and self.aggregation != "last":
             raise field_error("score_steps", "last needs aggregation: last (the others read every step's score)")
         return self
+
+    @property
+    def last_step_only(self) -> bool:
+        """The PRM scores each path's last step only (``score_steps: last``)."""
+        return self.score_steps == "last"
 
 
 def mark_best(tree: SearchTree, leaves: Sequence[Node], pruned: set[int] | frozenset[int] = frozenset()) -> None:

@@ -157,24 +157,30 @@ def vote_stop(
     return None
 
 
+async def _sample(
+    expander: StepExpander, tree: SearchTree, context: SearchContext, params: VoteParams, n: int, *, weighted: bool
+) -> list[Node]:
+    """``n`` paths sampled as the vote's fields say, PRM-scored when the vote reads scores (weights or ties)."""
+    leaves, _ = await rollouts(
+        expander,
+        tree,
+        context,
+        n,
+        score=weighted or params.prm_ties,
+        sampling=params.path_sampling,
+        last_only=params.last_step_only,
+    )
+    return leaves
+
+
 async def _adaptive_rollouts(
     expander: StepExpander, tree: SearchTree, context: SearchContext, params: VoteParams, *, weighted: bool
 ) -> tuple[list[Node], StopReason]:
     """Sample paths in waves (``next_wave``) until ``vote_stop`` says why to stop; the current leader's path is the
     best so far after each wave."""
-    scored = weighted or params.prm_ties
     leaves: list[Node] = []
     while True:
-        new, _ = await rollouts(
-            expander,
-            tree,
-            context,
-            next_wave(params, len(leaves)),
-            score=scored,
-            sampling=params.path_sampling,
-            last_only=params.score_steps == "last",
-        )
-        leaves += new
+        leaves += await _sample(expander, tree, context, params, next_wave(params, len(leaves)), weighted=weighted)
         finished, answers, weights = ballots(leaves, context, params, weighted=weighted)
         if finished:
             tree.best = finished[leader_index(answers, weights)]
@@ -196,15 +202,7 @@ async def vote(
     if params.adaptive:
         leaves, reason = await _adaptive_rollouts(expander, tree, context, params, weighted=weighted)
     else:
-        leaves, _ = await rollouts(
-            expander,
-            tree,
-            context,
-            params.candidates,
-            score=weighted or params.prm_ties,
-            sampling=params.path_sampling,
-            last_only=params.score_steps == "last",
-        )
+        leaves = await _sample(expander, tree, context, params, params.candidates, weighted=weighted)
     saved = steps_saved(leaves, set(), params.candidates)
     finished, answers, weights = ballots(leaves, context, params, weighted=weighted)
     if not finished:
